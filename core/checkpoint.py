@@ -1,0 +1,118 @@
+"""Checkpoint I/O: official UPR-Net state dicts, safetensors, and atomic saving.
+
+Official checkpoints (``upr-base.pkl``, ``upr-large.pkl``, ``upr-llarge.pkl``) are plain state dicts saved from
+DDP, so their keys carry a ``module.`` prefix; they load unchanged. Nothing is ever unpickled beyond tensors:
+``.pkl``/``.pth``/``.pt`` files go through ``torch.load(..., weights_only=True)``.
+"""
+import os
+import tempfile
+
+import torch
+
+from .options import MODEL_SIZES
+
+_SIZE_PROBE_KEY = "feat_pyramid.conv_stage0.0.weight"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def read_state_dict(path):
+    """Read a state dict from ``path`` (.pkl/.pth/.pt via weights_only torch.load, or .safetensors).
+
+    Dicts that wrap the weights under "model" (this project's training checkpoints) or "state_dict" are
+    accepted too; their weights are returned.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, or not a tensor-only file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
+    for wrapper in ("model", "state_dict"):  # training checkpoints and {"state_dict": ...} files
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def strip_prefix(state_dict, prefix="module."):
+    """Drop a DDP ``module.`` (or torch.compile ``_orig_mod.``) prefix from every key that has it."""
+    for p in (prefix, "_orig_mod."):
+        if state_dict and all(k.startswith(p) for k in state_dict):
+            state_dict = {k[len(p):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def guess_model_size(state_dict):
+    """Name of the official size whose widths match ``state_dict``, or None."""
+    weight = state_dict.get(_SIZE_PROBE_KEY)
+    if weight is None:
+        return None
+    for name, options in MODEL_SIZES.items():
+        if weight.shape[0] == options.feature_channels:
+            return name
+    return None
+
+
+def load_weights(model, source, strict=True):
+    """Load ``source`` (a path or a state dict, with or without ``module.``) into ``model``.
+
+    With ``strict`` every key must be present with the right shape; otherwise a :class:`CheckpointError`
+    lists the missing, unexpected and mis-shaped keys and names the model size the weights look like.
+    Returns ``model``.
+    """
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "state dict"
+    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
+    state = strip_prefix(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and state[k].shape != v.shape]
+    if misshaped or (strict and (missing or unexpected)):
+        lines = [f"{name} does not fit this model"]
+        looks_like, is_size = guess_model_size(state), getattr(model, "model_size", None)
+        if looks_like and looks_like != is_size:
+            lines.append(f"the weights look like model size {looks_like!r}; the model is {is_size!r}")
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                lines.append(f"{len(keys)} {label} key(s): {shown}")
+        raise CheckpointError("; ".join(lines))
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return model
+
+
+def atomic_save(write, path):
+    """Call ``write(tmp_path)`` then rename onto ``path``, so a crash never leaves a partial file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_weights(model_or_state, path):
+    """Save weights (no ``module.`` prefix) atomically as .safetensors or as a torch file (.pkl/.pth)."""
+    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    state = {k: v.detach().cpu().contiguous() for k, v in strip_prefix(dict(state)).items()}
+    if os.fspath(path).endswith(".safetensors"):
+        from safetensors.torch import save_file
+        atomic_save(lambda tmp: save_file(state, tmp), path)
+    else:
+        atomic_save(lambda tmp: torch.save(state, tmp), path)

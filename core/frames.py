@@ -1,0 +1,73 @@
+"""Reading, converting and writing frames.
+
+Frames inside the project are RGB. On disk any 8- or 16-bit PNG/JPEG works: grayscale is replicated to three
+channels, an alpha channel is dropped, 16-bit values are scaled to [0, 1].
+"""
+import os
+
+import cv2
+import numpy as np
+import torch
+
+
+class FrameError(ValueError):
+    """A frame cannot be read or has a form we cannot use."""
+
+
+def read_image(path):
+    """Read an image file as an RGB H x W x 3 numpy array (uint8 or uint16, as stored)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FrameError(f"image not found: {path}")
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FrameError(f"cannot read image (not an image or corrupt): {path}")
+    try:
+        return to_rgb(image, bgr=True)
+    except FrameError as error:
+        raise FrameError(f"{path}: {error}") from None
+
+
+def to_rgb(image, bgr=False):
+    """H x W, H x W x 1, H x W x 3 or H x W x 4 array -> H x W x 3 (alpha dropped, grey replicated)."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise FrameError(f"expected a grayscale, RGB or RGBA image, got an array of shape {image.shape}")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    image = image[:, :, :3]
+    return np.ascontiguousarray(image[:, :, ::-1] if bgr else image)
+
+
+def to_float(image):
+    """uint8 / uint16 / float H x W x 3 array -> float32 array in [0, 1]."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if np.issubdtype(image.dtype, np.floating):
+        return image.astype(np.float32)
+    raise FrameError(f"unsupported image dtype {image.dtype}")
+
+
+def image_to_tensor(image):
+    """RGB H x W x 3 array (any supported dtype) -> 1 x 3 x H x W float32 tensor in [0, 1]."""
+    return torch.from_numpy(to_float(to_rgb(image))).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_image(tensor):
+    """1 x 3 x H x W or 3 x H x W float tensor in [0, 1] -> H x W x 3 uint8 RGB array (rounded)."""
+    if tensor.dim() == 4:
+        tensor = tensor[0]
+    array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (array * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_image(path, image):
+    """Write an RGB H x W x 3 uint8 array (or a tensor, converted) to ``path``; creates the folder."""
+    if isinstance(image, torch.Tensor):
+        image = tensor_to_image(image)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(os.fspath(path), np.ascontiguousarray(image[:, :, ::-1])):
+        raise FrameError(f"cannot write image {path}")

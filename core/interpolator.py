@@ -1,0 +1,167 @@
+"""High-level frame interpolation: any frame size and format in, frames at any times out.
+
+    interpolator = Interpolator.from_checkpoint()           # the shipped base checkpoint
+    middle = interpolator.interpolate(frame0, frame1)       # H x W x 3 uint8 RGB in, same out
+    frames = interpolator.interpolate(frame0, frame1, [0.25, 0.5, 0.75])
+
+Frames are padded on the right and bottom with 0.5 to a multiple of max(64, 2^(L+1)) (the benchmark protocol)
+and cropped back. Motion is estimated once per pair and reused for every time step.
+"""
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_weights
+from .device import resolve_device
+from .frames import FrameError, to_float, to_rgb
+from .model import UPRNet
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "upr-base.pkl")
+
+
+class InputError(ValueError):
+    """Frames or times that cannot be interpolated, with the reason."""
+
+
+def choose_pyramid(height, width):
+    """Pyramid depth for a resolution: (pyr_level, nr_lvl_skipped).
+
+    The paper uses L=3 at Vimeo90K's 448x256 (and UCF101's 256x256), L=5 on SNU-FILM (up to 1280x720) and L=7
+    with 2 skipped levels on 4K. Between those points we pick by the longest side:
+    <= 640: (3, 0);  <= 1280: (5, 0);  <= 2048 (1080p, 2K): (6, 1);  larger: (7, 2).
+    Each extra level doubles the motion the coarsest level can see (about 4 px x 4 x 2^(L-1)).
+    """
+    longest = max(height, width)
+    if longest <= 640:
+        return 3, 0
+    if longest <= 1280:
+        return 5, 0
+    if longest <= 2048:
+        return 6, 1
+    return 7, 2
+
+
+def pad_multiple(pyr_level):
+    """Frames are padded to a multiple of this: 64 as in the benchmarks, more for deep pyramids."""
+    return max(64, 2 ** (pyr_level + 1))
+
+
+def pad_to_multiple(img, multiple, value=0.5):
+    """Pad N x C x H x W on the right and bottom with ``value`` so H and W are multiples of ``multiple``."""
+    h, w = img.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return img
+    return F.pad(img, (0, pad_w, 0, pad_h), value=value)
+
+
+def _as_batch(frame, name):
+    """numpy H x W x C (uint8/uint16/float) or tensor [1 x] 3 x H x W float -> 1 x 3 x H x W float32 tensor."""
+    if isinstance(frame, np.ndarray):
+        try:
+            return torch.from_numpy(to_float(to_rgb(frame))).permute(2, 0, 1).unsqueeze(0)
+        except FrameError as error:
+            raise InputError(f"{name}: {error}") from None
+    if isinstance(frame, torch.Tensor):
+        tensor = frame.unsqueeze(0) if frame.dim() == 3 else frame
+        if tensor.dim() != 4 or tensor.shape[1] != 3:
+            raise InputError(f"{name}: expected a 3 x H x W or N x 3 x H x W tensor, got {tuple(frame.shape)}")
+        if tensor.dtype == torch.uint8:
+            return tensor.float() / 255.0
+        if not tensor.is_floating_point():
+            raise InputError(f"{name}: unsupported tensor dtype {tensor.dtype}")
+        return tensor.float()
+    raise InputError(f"{name}: expected a numpy array or a torch tensor, got {type(frame).__name__}")
+
+
+def _check_times(time_periods):
+    times = [float(t) for t in np.atleast_1d(np.asarray(time_periods, dtype=np.float64))]
+    bad = [t for t in times if not (math.isfinite(t) and 0.0 <= t <= 1.0)]
+    if bad or not times:
+        raise InputError(f"time_period must lie in [0, 1], got {bad or 'nothing'}")
+    return times
+
+
+def _like_input(result, frame):
+    """Convert a 1 x 3 x H x W float result back to the kind of ``frame`` (numpy dtype or tensor layout)."""
+    if isinstance(frame, torch.Tensor):
+        result = result.to(frame.device)
+        if frame.dtype == torch.uint8:
+            result = (result * 255.0).round().to(torch.uint8)
+        return result[0] if frame.dim() == 3 else result
+    array = result[0].permute(1, 2, 0).cpu().numpy()
+    if frame.dtype == np.uint8:
+        return (array * 255.0 + 0.5).astype(np.uint8)
+    if frame.dtype == np.uint16:
+        return (array * 65535.0 + 0.5).astype(np.uint16)
+    return array.astype(np.float32)
+
+
+class Interpolator:
+    """Wraps a UPR-Net for inference on frames of any size.
+
+    pyr_level / nr_lvl_skipped: fixed pyramid, or None to choose by resolution (:func:`choose_pyramid`).
+    """
+
+    def __init__(self, model, device="auto", pyr_level=None, nr_lvl_skipped=None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.pyr_level = pyr_level
+        self.nr_lvl_skipped = nr_lvl_skipped
+
+    @classmethod
+    def from_checkpoint(cls, model_file=None, model_size="base", device="auto", **kwargs):
+        """Build a model of ``model_size`` and load ``model_file`` (default: the shipped base checkpoint)."""
+        if model_file is None:
+            if model_size != "base":
+                raise InputError(f"no checkpoint ships for model size {model_size!r}; pass a model file "
+                                 f"(e.g. the official upr-large.pkl / upr-llarge.pkl)")
+            model_file = SHIPPED_CHECKPOINT
+        model = load_weights(UPRNet(model_size), model_file)
+        return cls(model, device, **kwargs)
+
+    def pyramid_for(self, height, width):
+        auto_level, auto_skipped = choose_pyramid(height, width)
+        pyr_level = self.pyr_level if self.pyr_level is not None else auto_level
+        if self.nr_lvl_skipped is not None:
+            return pyr_level, self.nr_lvl_skipped
+        return pyr_level, auto_skipped if self.pyr_level in (None, auto_level) else 0
+
+    @torch.no_grad()
+    def interpolate_tensors(self, img0, img1, time_periods=(0.5,)):
+        """img0, img1: N x 3 x H x W float in [0, 1] (any device). Returns (list of N x 3 x H x W frames, one per
+        time step, and the bi-directional flow N x 4 x H x W in input pixels), on the model's device."""
+        if img0.shape != img1.shape:
+            raise InputError(f"frame sizes differ: {tuple(img0.shape[-2:])} vs {tuple(img1.shape[-2:])}")
+        for name, img in (("frame0", img0), ("frame1", img1)):
+            if not torch.isfinite(img).all():
+                raise InputError(f"{name} contains NaN or infinite values")
+        times = _check_times(time_periods)
+        h, w = img0.shape[-2:]
+        pyr_level, nr_lvl_skipped = self.pyramid_for(h, w)
+        multiple = pad_multiple(pyr_level)
+        img0 = pad_to_multiple(img0.to(self.device), multiple)
+        img1 = pad_to_multiple(img1.to(self.device), multiple)
+        levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
+        frames = [self.model.synthesize(levels, t)[0][..., :h, :w] for t in times]
+        bi_flow = levels[-1].full_flow[..., :h, :w]
+        return frames, bi_flow
+
+    def interpolate(self, frame0, frame1, time_periods=0.5, return_flow=False):
+        """Interpolate between two frames of the same size.
+
+        frame0, frame1: RGB numpy H x W x 3 (uint8, uint16 or float in [0, 1]; grayscale and RGBA accepted)
+        or float tensors 3 x H x W / N x 3 x H x W in [0, 1]. time_periods: a float or a list of floats in [0, 1].
+        Returns a frame of the same kind as ``frame0`` (a list of them when a list of times is given), and with
+        ``return_flow`` also the bi-directional flow (1 x 4 x H x W tensor, input pixels).
+        """
+        single = np.ndim(time_periods) == 0
+        img0, img1 = _as_batch(frame0, "frame0"), _as_batch(frame1, "frame1")
+        frames, bi_flow = self.interpolate_tensors(img0, img1, [time_periods] if single else time_periods)
+        frames = [_like_input(frame.cpu(), frame0) for frame in frames]
+        result = frames[0] if single else frames
+        return (result, bi_flow.cpu()) if return_flow else result

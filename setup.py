@@ -1,0 +1,33 @@
+"""UPR-Net: a clean, fast, tested PyTorch implementation (CVPR 2023 frame interpolation)."""
+from setuptools import find_packages, setup
+
+with open("requirements.txt") as f:
+    requirements = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+setup(
+    name="upr-net",
+    version="0.1.0",
+    description="UPR-Net video frame interpolation: model, training, benchmarks, demo and video tool",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["core", "core.*", "tools", "tools.*", "demo", "demo.*"]),
+    install_requires=requirements,
+    extras_require={
+        "cuda": ["cupy-cuda12x"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "upr-demo=demo.interp_imgs:main",
+            "upr-interp-video=tools.interp_video:main",
+            "upr-train=tools.train:main",
+            "upr-benchmark-vimeo90k=tools.benchmark_vimeo90k:main",
+            "upr-benchmark-ucf101=tools.benchmark_ucf101:main",
+            "upr-benchmark-snufilm=tools.benchmark_snufilm:main",
+            "upr-benchmark-4k1000fps=tools.benchmark_8x_4k1000fps:main",
+            "upr-runtime=tools.runtime:main",
+        ]
+    },
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Processing"],
+)

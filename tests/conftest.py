@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def fixture_path(name):
+    return os.path.join(FIXTURES, name)
+
+
+@pytest.fixture(scope="session")
+def golden():
+    return torch.load(fixture_path("golden_base.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def splat_vectors():
+    return torch.load(fixture_path("softsplat_cases.pt"), weights_only=True)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,0 +1,93 @@
+"""The high-level interpolator: formats, padding, pyramid choice, motion reuse, input checks."""
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.interpolator import InputError, choose_pyramid, pad_multiple
+
+
+@pytest.fixture(scope="module")
+def interpolator(golden):
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    return core.Interpolator(model, device="cpu")
+
+
+def _frames(golden):
+    case = golden["cases"][0]
+    to_np = lambda t: (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return to_np(case["img0"]), to_np(case["img1"])
+
+
+def test_paper_pyramid_choices():
+    assert choose_pyramid(256, 448) == (3, 0)       # Vimeo90K
+    assert choose_pyramid(720, 1280) == (5, 0)      # SNU-FILM
+    assert choose_pyramid(2160, 4096) == (7, 2)     # X-TEST
+    assert pad_multiple(3) == 64 and pad_multiple(7) == 256
+
+
+def test_padded_result_equals_direct_model_call(golden, interpolator):
+    case = golden["cases"][0]                       # 128 x 192: already a multiple of 64, no padding
+    out = interpolator.interpolate(case["img0"], case["img1"], 0.5)
+    assert (out - case["interp_img"]).abs().max() <= 2e-4
+
+
+def test_odd_size_is_padded_with_half_grey_and_cropped(golden, interpolator):
+    case = golden["cases"][0]
+    img0, img1 = case["img0"][..., :101, :157], case["img1"][..., :101, :157]
+    out, flow = interpolator.interpolate(img0, img1, 0.5, return_flow=True)
+    assert out.shape == (1, 3, 101, 157) and flow.shape == (1, 4, 101, 157)
+    padded0 = torch.full((1, 3, 128, 192), 0.5)
+    padded1 = padded0.clone()
+    padded0[..., :101, :157], padded1[..., :101, :157] = img0, img1
+    with torch.no_grad():
+        direct = interpolator.model(padded0, padded1, 0.5)[0][..., :101, :157]
+    assert torch.allclose(out, direct, atol=1e-6)
+
+
+def test_formats_give_the_same_frame(golden, interpolator):
+    f0, f1 = _frames(golden)
+    rgb = interpolator.interpolate(f0, f1, 0.5)
+    assert rgb.dtype == np.uint8 and rgb.shape == f0.shape
+    sixteen = interpolator.interpolate(f0.astype(np.uint16) * 257, f1.astype(np.uint16) * 257, 0.5)
+    assert sixteen.dtype == np.uint16 and np.abs(sixteen / 257.0 - rgb).max() <= 1.0
+    rgba = interpolator.interpolate(np.dstack([f0, np.full_like(f0[..., :1], 7)]),
+                                    np.dstack([f1, np.zeros_like(f1[..., :1])]), 0.5)
+    assert np.array_equal(rgba, rgb)
+    grey0, grey1 = f0[..., 1], f1[..., 1]
+    grey_out = interpolator.interpolate(grey0, grey1, 0.5)
+    grey_rgb = interpolator.interpolate(np.dstack([grey0] * 3), np.dstack([grey1] * 3), 0.5)
+    assert np.array_equal(grey_out, grey_rgb)
+
+
+def test_several_times_reuse_motion(golden, interpolator):
+    case03 = next(c for c in golden["cases"] if c["time_period"] == 0.3)
+    case05 = golden["cases"][0]
+    at03, at05 = interpolator.interpolate(case05["img0"], case05["img1"], [0.3, 0.5])
+    assert (at03 - case03["interp_img"]).abs().max() <= 2e-4
+    assert (at05 - case05["interp_img"]).abs().max() <= 2e-4
+
+
+@pytest.mark.parametrize("t", [-0.1, 1.5, float("nan")])
+def test_time_outside_unit_interval_is_rejected(interpolator, t):
+    x = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        interpolator.interpolate(x, x, t)
+
+
+def test_bad_inputs_are_rejected(interpolator):
+    with pytest.raises(InputError, match="sizes differ"):
+        interpolator.interpolate(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 34, 3), np.uint8))
+    with pytest.raises(InputError, match="NaN"):
+        bad = torch.zeros(1, 3, 32, 32)
+        bad[0, 0, 0, 0] = float("nan")
+        interpolator.interpolate(bad, torch.zeros(1, 3, 32, 32))
+    with pytest.raises(InputError, match="RGBA"):
+        interpolator.interpolate(np.zeros((32, 32, 5), np.uint8), np.zeros((32, 32, 5), np.uint8))
+    with pytest.raises(InputError, match="3 x H x W"):
+        interpolator.interpolate(torch.zeros(1, 4, 32, 32), torch.zeros(1, 4, 32, 32))
+
+
+def test_no_checkpoint_for_other_sizes():
+    with pytest.raises(InputError, match="no checkpoint ships"):
+        core.Interpolator.from_checkpoint(model_size="large")

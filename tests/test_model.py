@@ -1,0 +1,90 @@
+"""The model against the original's golden outputs and the official state-dict layout."""
+import pytest
+import torch
+
+import core
+from conftest import fixture_path
+
+PARAMETER_COUNTS = {"base": 1_653_961, "large": 3_701_865, "LARGE": 6_563_721}
+
+
+def read_manifest(size):
+    entries = []
+    with open(fixture_path(f"upr_{size}_keys.tsv")) as f:
+        for line in f:
+            key, shape = line.rstrip("\n").split("\t")
+            entries.append((key, tuple(int(d) for d in shape.split("x"))))
+    return entries
+
+
+@pytest.mark.parametrize("size", ["base", "large", "LARGE"])
+def test_state_dict_matches_official_manifest(size):
+    model = core.build_model(size)
+    ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert ours == read_manifest(size)
+    assert sum(p.numel() for p in model.parameters()) == PARAMETER_COUNTS[size]
+
+
+@pytest.fixture(scope="module")
+def golden_model(golden):
+    model = core.build_model("base")
+    core.load_weights(model, golden["state_dict"])   # keys carry "module.", as official files do
+    return model.eval()
+
+
+def _check_case(case, outputs):
+    interp, bi_flow, extra = outputs
+    assert (interp - case["interp_img"]).abs().max() <= 2e-4
+    assert (bi_flow - case["bi_flow"]).abs().max() <= 2e-3
+    assert len(extra["interp_imgs"]) == len(case["interp_imgs"])
+    for ours, ref in zip(extra["interp_imgs"], case["interp_imgs"]):
+        assert ours.shape == ref.shape and (ours - ref).abs().max() <= 2e-4
+    for ours, ref in zip(extra["bi_flows"], case["bi_flows"]):
+        assert ours.shape == ref.shape and (ours - ref).abs().max() <= 2e-3
+
+
+def test_golden_cases(golden, golden_model):
+    assert len(golden["cases"]) == 4
+    with torch.no_grad():
+        for case in golden["cases"]:
+            outputs = golden_model(case["img0"], case["img1"], case["time_period"],
+                                   pyr_level=case["pyr_level"], nr_lvl_skipped=case["nr_lvl_skipped"])
+            _check_case(case, outputs)
+
+
+def test_golden_case_through_constructor_defaults(golden):
+    case = next(c for c in golden["cases"] if c["nr_lvl_skipped"] > 0)
+    model = core.build_model("base", pyr_level=case["pyr_level"], nr_lvl_skipped=case["nr_lvl_skipped"])
+    core.load_weights(model, golden["state_dict"])
+    with torch.no_grad():
+        _check_case(case, model.eval()(case["img0"], case["img1"], case["time_period"]))
+
+
+def test_motion_reuse_and_per_sample_time(golden, golden_model):
+    case = golden["cases"][0]
+    img0 = torch.cat([case["img0"]] * 2)
+    img1 = torch.cat([case["img1"]] * 2)
+    with torch.no_grad():
+        levels = golden_model.estimate_motion(img0, img1, 3, 0)
+        at_03 = golden_model.synthesize(levels, 0.3)[0]
+        at_05 = golden_model.synthesize(levels, 0.5)[0]
+        mixed = golden_model(img0, img1, torch.tensor([0.3, 0.5]))[0]
+    reference_03 = next(c for c in golden["cases"] if c["time_period"] == 0.3)["interp_img"]
+    assert (at_03[:1] - reference_03).abs().max() <= 2e-4
+    assert (at_05[:1] - case["interp_img"]).abs().max() <= 2e-4
+    assert torch.allclose(mixed[0], at_03[0], atol=1e-6) and torch.allclose(mixed[1], at_05[1], atol=1e-6)
+
+
+def test_bad_pyramid_arguments():
+    model = core.build_model("base")
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="pyr_level"):
+        model(x, x, 0.5, pyr_level=2, nr_lvl_skipped=2)
+
+
+def test_gradients_reach_every_parameter():
+    model = core.build_model("base")
+    x0, x1 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    interp, _, _ = model(x0, x1, 0.5, pyr_level=2)
+    interp.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -1,0 +1,120 @@
+"""Splatting and correlation against the reference vectors, hand-computed cases and gradcheck."""
+import pytest
+import torch
+
+from core.ops import correlation, splat, splat_sum
+from core.ops import softsplat
+
+
+def test_splat_matches_reference_vectors(splat_vectors):
+    for case in splat_vectors["softsplat_cases"]:
+        out = splat(case["input"], case["flow"], case["metric"], case["mode"])
+        assert (out - case["output"]).abs().max() <= 1e-5, (case["mode"], case["desc"])
+
+
+def test_splat_gradients_match_reference(splat_vectors):
+    for case in splat_vectors["softsplat_grad_cases"]:
+        inp = case["input"].clone().requires_grad_()
+        flow = case["flow"].clone().requires_grad_()
+        out = splat(inp, flow, case["metric"], case["mode"])
+        (out * case["weight"]).sum().backward()
+        assert (out - case["output"]).abs().max() <= 1e-5
+        assert (inp.grad - case["grad_input"]).abs().max() <= 1e-5
+        assert (flow.grad - case["grad_flow"]).abs().max() <= 1e-4
+
+
+def test_integer_flow_moves_pixels_exactly():
+    inp = torch.rand(2, 3, 9, 11)
+    flow = torch.zeros(2, 2, 9, 11)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0            # right by 2, up by 1
+    out = splat_sum(inp, flow)
+    assert torch.equal(out[:, :, 0:8, 2:11], inp[:, :, 1:9, 0:9])
+    assert out[:, :, 8, :].abs().max() == 0 and out[:, :, :, 0:2].abs().max() == 0
+
+
+def test_half_pixel_flow_splits_evenly():
+    inp = torch.zeros(1, 1, 4, 4)
+    inp[0, 0, 1, 1] = 1.0
+    flow = torch.zeros(1, 2, 4, 4)
+    flow[0, 0, 1, 1], flow[0, 1, 1, 1] = 0.5, 0.5
+    out = splat_sum(inp, flow)[0, 0]
+    expected = torch.zeros(4, 4)
+    expected[1:3, 1:3] = 0.25
+    assert torch.allclose(out, expected)
+
+
+def test_average_splat_is_identity_for_zero_flow_and_empty_pixels_are_zero():
+    inp = torch.rand(1, 4, 6, 7)
+    assert torch.equal(splat(inp, torch.zeros(1, 2, 6, 7)), inp)
+    far = torch.full((1, 2, 6, 7), 100.0)
+    assert splat(inp, far).abs().max() == 0
+
+
+def test_summation_conserves_mass_inside_the_frame():
+    inp = torch.rand(1, 2, 10, 10)
+    flow = torch.rand(1, 2, 10, 10) * 0.9   # small enough that nothing leaves a 10x10 frame from [0, 8]
+    flow[..., 9, :] = 0
+    flow[..., :, 9] = 0
+    assert torch.allclose(splat_sum(inp, flow).sum((2, 3)), inp.sum((2, 3)), atol=1e-5)
+
+
+def test_splat_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        splat(torch.rand(1, 1, 4, 4), torch.zeros(1, 2, 4, 4), mode="nearest")
+    with pytest.raises(ValueError, match="metric"):
+        splat(torch.rand(1, 1, 4, 4), torch.zeros(1, 2, 4, 4), mode="softmax")
+    with pytest.raises(ValueError, match="do not match"):
+        splat(torch.rand(1, 1, 4, 4), torch.zeros(1, 2, 4, 5))
+
+
+def test_forced_cupy_backend_refuses_cpu_tensors():
+    softsplat.set_backend("cupy")
+    try:
+        with pytest.raises(RuntimeError, match="cupy"):
+            splat(torch.rand(1, 1, 4, 4), torch.zeros(1, 2, 4, 4))
+    finally:
+        softsplat.set_backend("auto")
+
+
+@pytest.mark.parametrize("mode", ["summation", "average", "linear", "softmax"])
+def test_splat_gradcheck_float64(mode):
+    torch.manual_seed(0)
+    inp = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    # fractional parts kept away from integers so finite differences do not cross a floor()
+    flow = (torch.randint(-2, 3, (1, 2, 5, 6)) + 0.2 + 0.6 * torch.rand(1, 2, 5, 6)).double()
+    flow.requires_grad_()
+    metric = None
+    if mode in ("linear", "softmax"):
+        metric = (torch.rand(1, 1, 5, 6, dtype=torch.float64) + 0.5).requires_grad_()
+    args = (inp, flow) if metric is None else (inp, flow, metric)
+    fn = (lambda i, f: splat(i, f, None, mode)) if metric is None else (lambda i, f, m: splat(i, f, m, mode))
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+
+
+def test_correlation_matches_reference_vectors(splat_vectors):
+    for case in splat_vectors["correlation_cases"]:
+        out = correlation(case["first"], case["second"])
+        assert (out - case["output"]).abs().max() <= 1e-5, case["desc"]
+    for case in splat_vectors["correlation_grad_cases"]:
+        a = case["first"].clone().requires_grad_()
+        b = case["second"].clone().requires_grad_()
+        (correlation(a, b) * case["grad_output"]).sum().backward()
+        assert (a.grad - case["grad_first"]).abs().max() <= 1e-5
+        assert (b.grad - case["grad_second"]).abs().max() <= 1e-5
+
+
+def test_correlation_hand_computed():
+    first = torch.zeros(1, 2, 9, 9)
+    second = torch.zeros(1, 2, 9, 9)
+    first[0, :, 4, 4] = torch.tensor([1.0, 3.0])
+    second[0, :, 5, 2] = torch.tensor([2.0, 1.0])   # dy = +1, dx = -2 from (4, 4)
+    out = correlation(first, second)
+    channel = (1 + 4) * 9 + (-2 + 4)
+    assert out[0, channel, 4, 4] == pytest.approx((1 * 2 + 3 * 1) / 2)
+    assert out.abs().sum() == pytest.approx(2.5)
+
+
+def test_correlation_gradcheck_float64():
+    a = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(correlation, (a, b))
