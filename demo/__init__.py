@@ -1,0 +1,1 @@
+"""Demos: interpolate between two images (``python -m demo.interp_imgs``)."""
