@@ -1,0 +1,73 @@
+"""tools.runtime: the size flag selects the model, FLOP counting, and a tiny end-to-end run."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import core  # noqa: E402
+from tools import runtime  # noqa: E402
+
+TINY = ["--repeats", "1", "--warmup", "0", "--resolution", "64x64", "--throughput_repeats", "1",
+        "--matmul_size", "128", "--matmul_repeats", "1", "--threads", "1"]
+
+
+def test_conv_flop_counter_on_known_layers():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1))
+    flops = runtime.count_conv_flops(model, lambda: model(torch.zeros(1, 3, 5, 5)))
+    assert flops == 2 * (8 * 25 * 3 * 9) + 2 * (8 * 25 * 4 * 16)
+
+
+def test_base_forward_flops_match_the_papers_count():
+    model = core.build_model("base")
+    x = torch.rand(1, 3, 128, 160)          # 1/16 of 640x512: every pyramid level scales exactly
+    with torch.no_grad():
+        flops = runtime.count_conv_flops(model, lambda: model(x, x, 0.5, 3, 0)) * 16
+    assert flops / 1e9 == pytest.approx(197.16, abs=0.01)                 # 640x512, as the Interpolator pads
+    assert flops * 480 / 512 / 1e9 == pytest.approx(185, rel=0.01)        # the bare 640x480 forward
+
+
+def test_runtime_smoke_large(tmp_path, capsys):
+    out = tmp_path / "runtime.json"
+    runtime.main(["--model_sizes", "large", "--no-memory", "--out_json", str(out)] + TINY)
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    entry = result["sizes"]["large"]
+    assert list(result["sizes"]) == ["large"] and entry["params"] == 3_701_865
+    assert result["threads"] == 1 and result["resolution"] == "64x64" and result["matmul_gflops"] > 0
+    for key in ("latency_ms", "conv_gflop", "floor_ms", "floor_over_latency", "x8_reuse_fps",
+                "x8_independent_fps", "x8_speedup"):
+        assert entry[key] > 0, key
+    assert entry["weights"] == "random"
+    assert "torch threads: 1" in printed and "frames/s" in printed and "floor" in printed and "3,701,865" in printed
+
+
+def test_runtime_peak_memory_in_a_fresh_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runtime, "available_memory_mb", lambda: 8000.0)
+    out = tmp_path / "runtime.json"
+    runtime.main(["--model_sizes", "base", "--memory", "--memory_resolutions", "4096x2160", "64x64",
+                  "--out_json", str(out)] + TINY + ["--throughput_repeats", "0"])
+    memory = json.loads(out.read_text())["sizes"]["base"]["memory"]
+    small = memory["64x64"]
+    assert "error" not in small, small
+    assert small["peak_rss_mb"] >= small["baseline_rss_mb"] > 0 and small["pyr_level"] == 3
+    assert memory["4096x2160"]["error"].startswith("skipped: would need about")   # ~16 GB > 8 GB
+    assert "peak RSS MB" in capsys.readouterr().out
+
+
+def test_peak_prediction_scales_with_pixels():
+    report = {"resolution": "1920x1080", "baseline_rss_mb": 600.0, "peak_rss_mb": 4200.0}
+    assert runtime.predicted_peak_mb("base", 3840, 2160, report) == pytest.approx(600 + 4 * 3600)
+    assert runtime.predicted_peak_mb("LARGE", 3840, 2160) > 1.9 * runtime.predicted_peak_mb("base", 3840, 2160)
+
+
+def test_model_file_needs_a_single_size(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        runtime.main(["--model_file", "x.pkl", "--no-memory"] + TINY)
+    assert exit_info.value.code == 2 and "exactly one" in capsys.readouterr().err

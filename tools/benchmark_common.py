@@ -1,0 +1,185 @@
+"""What the benchmark scripts share: flags, model loading, the summary table, JSON output and clean errors.
+
+A benchmark script only declares a :class:`BenchmarkSpec` (how to list its samples and the paper's pyramid
+for it) and calls :func:`run_main`. Known failures (missing list file or image, bad checkpoint, unreadable
+frame, malformed layout: the errors of :func:`core.cli.known_errors` plus ``ValueError``) end with one
+``error: ...`` line on stderr and exit code 2; set ``UPR_DEBUG=1`` to see the traceback instead.
+"""
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+import core
+from core.cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error_message, interpolator_from_args, known_errors
+from core.device import resolve_device
+from core.evaluation import evaluate
+from core.interpolator import SHIPPED_CHECKPOINT, pad_multiple
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One benchmark: ``list_samples(root, limit=..., **extra)`` -> BenchmarkSet, and the paper's settings."""
+    title: str
+    list_samples: Callable
+    pyr_level: int
+    nr_lvl_skipped: int = 0
+    data_flags: tuple = ("--data_root",)
+    overall_name: Optional[str] = None
+    subsets: Optional[tuple] = None
+    """Selectable subsets (adds ``--subsets``), passed to ``list_samples`` as ``subsets=``."""
+    data_workers: int = 2
+    """Default --nr_data_worker (fewer for 4K, where each prefetched sample holds ~240 MB)."""
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=True):
+    """Flags shared with tools.runtime: model size and file, pyramid, device, threads, JSON output."""
+    if model_size:
+        parser.add_argument("--model_size", default="base", choices=list(core.MODEL_SIZES),
+                            help="model width (default: base)")
+    parser.add_argument("--model_file", default=None,
+                        help=f"checkpoint (.pkl/.pth/.safetensors); default: the shipped {SHIPPED_CHECKPOINT} "
+                             f"(base only)")
+    parser.add_argument("--pyr_level", type=positive_int, default=pyr_level,
+                        help=f"pyramid levels (default here: {pyr_level}, as in the paper)")
+    parser.add_argument("--nr_lvl_skipped", type=int, default=nr_lvl_skipped,
+                        help=f"finest levels that skip motion estimation (default here: {nr_lvl_skipped})")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu; default), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's current count)")
+    parser.add_argument("--out_json", default=None, help="write the results as JSON to this path")
+
+
+def build_parser(spec):
+    name = spec.title
+    parser = argparse.ArgumentParser(description=f"UPR-Net on {name}: PSNR/SSIM of interpolated frames.")
+    parser.add_argument(*spec.data_flags, dest="data_root", required=True, help=f"{name} folder")
+    add_model_arguments(parser, spec.pyr_level, spec.nr_lvl_skipped)
+    parser.add_argument("--batch_size", type=positive_int, default=1,
+                        help="samples per step (default: 1); samples of different sizes run separately")
+    parser.add_argument("--nr_data_worker", type=int, default=spec.data_workers,
+                        help=f"frame-reading processes (default here: {spec.data_workers}; 0 reads in this process)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="at most N samples per subset")
+    parser.add_argument("--save_dir", default=None, help="write the 8-bit predictions as PNG here")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    if spec.subsets:
+        parser.add_argument("--subsets", nargs="+", choices=spec.subsets, default=list(spec.subsets),
+                            help=f"subsets to run (default: all of {' '.join(spec.subsets)})")
+    return parser
+
+
+def select_device(name):
+    """--device value -> torch.device, with a one-line UsageError when it is not available."""
+    try:
+        return resolve_device(name)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--device {name}: {error}") from None
+
+
+def check_pyramid(pyr_level, nr_lvl_skipped):
+    if not 0 <= nr_lvl_skipped < pyr_level:
+        raise UsageError(f"--nr_lvl_skipped must lie in [0, --pyr_level), got {nr_lvl_skipped} with "
+                         f"--pyr_level {pyr_level}")
+
+
+def model_file_or_shipped(args):
+    return os.path.abspath(args.model_file) if args.model_file else SHIPPED_CHECKPOINT
+
+
+def build_interpolator(args):
+    """Interpolator.from_checkpoint with the pyramid fixed to --pyr_level / --nr_lvl_skipped."""
+    check_pyramid(args.pyr_level, args.nr_lvl_skipped)
+    return interpolator_from_args(args)
+
+
+def format_table(result):
+    """The final table: one row per subset with count, PSNR, SSIM (8-bit rounded) and the float scores."""
+    rows = [("subset", "count", "PSNR", "SSIM", "PSNR float", "SSIM float")]
+    for name, s in result["subsets"].items():
+        rows.append((name, str(s["count"]), f"{s['psnr']:.3f}", f"{s['ssim']:.5f}", f"{s['psnr_float']:.3f}",
+                     f"{s['ssim_float']:.5f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def write_json(path, result):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+
+def set_threads(threads):
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def run(spec, argv=None):
+    """Parse ``argv``, list the samples, load the model, evaluate, print and save. Returns the result dict."""
+    args = build_parser(spec).parse_args(argv)
+    threads = set_threads(args.threads)
+    device = select_device(args.device)
+    check_pyramid(args.pyr_level, args.nr_lvl_skipped)
+    extra = {"subsets": tuple(args.subsets)} if spec.subsets else {}
+    benchmark = spec.list_samples(args.data_root, limit=args.limit, **extra)
+    counts = benchmark.counts()
+    print(f"{spec.title}: {len(benchmark.samples)} samples in {benchmark.root} ("
+          + ", ".join(f"{name} {counts[name]}" for name in benchmark.subsets) + ")"
+          + (f", at most {args.limit} per subset" if args.limit else ""))
+    for note in benchmark.notes:
+        print(f"note: {note}")
+    interpolator = build_interpolator(args)
+    model_file = model_file_or_shipped(args)
+    print(f"model: {args.model_size} from {model_file}; pyramid L={args.pyr_level}, skipped "
+          f"{args.nr_lvl_skipped}, padded with 0.5 to a multiple of {pad_multiple(args.pyr_level)}; "
+          f"device {device}, torch threads: {threads}; batch {args.batch_size}, {args.nr_data_worker} data workers")
+    result = evaluate(interpolator, benchmark, batch_size=args.batch_size, num_workers=args.nr_data_worker,
+                      save_dir=args.save_dir, overall_name=spec.overall_name, progress=not args.no_progress,
+                      meta={"model_size": args.model_size, "model_file": model_file, "limit": args.limit})
+    print()
+    print(format_table(result))
+    print(f"PSNR/SSIM: prediction rounded to 8 bits (as saved); float: before rounding. "
+          f"{result['seconds']:.1f} s")
+    if args.save_dir:
+        print(f"predictions written to {os.path.abspath(args.save_dir)}")
+    if args.out_json:
+        write_json(args.out_json, result)
+        print(f"results written to {os.path.abspath(args.out_json)}")
+    return result
+
+
+def guarded(function, *args, **kwargs):
+    """Call ``function``; a known error becomes ``error: ...`` on stderr and exit code 2 (no traceback),
+    Ctrl-C exit code 130. Raises SystemExit, so ``main()`` works both as a console script and under -m."""
+    if os.environ.get("UPR_DEBUG"):
+        return function(*args, **kwargs)
+    try:
+        return function(*args, **kwargs)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except known_errors((ValueError,)) as error:
+        sys.stdout.flush()
+        print(f"error: {error_message(error)}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def run_main(spec, argv=None):
+    """Entry point body of a benchmark script (returns None so console scripts exit with 0)."""
+    guarded(run, spec, argv)

@@ -1,0 +1,18 @@
+"""SNU-FILM: PSNR/SSIM of the middle frame per difficulty (paper: pyramid level 5).
+
+    python -m tools.benchmark_snufilm --data_root DIR      # DIR/eval_modes/test-{easy,medium,hard,extreme}.txt
+
+List paths are relative to DIR; the released lists' leading ``data/SNU-FILM/`` is dropped where needed.
+"""
+from core.data.benchmark_sets import SNUFILM_SUBSETS, snufilm
+from tools.benchmark_common import BenchmarkSpec, run_main
+
+SPEC = BenchmarkSpec("SNU-FILM", snufilm, pyr_level=5, nr_lvl_skipped=0, subsets=SNUFILM_SUBSETS)
+
+
+def main(argv=None):
+    return run_main(SPEC, argv)
+
+
+if __name__ == "__main__":
+    main()
