@@ -14,6 +14,8 @@ def correlation(first, second, max_displacement=MAX_DISPLACEMENT):
     """
     if first.shape != second.shape:
         raise ValueError(f"correlation: shapes {tuple(first.shape)} and {tuple(second.shape)} differ")
+    if first.dtype in (torch.float16, torch.bfloat16):  # under autocast: sum in float32
+        first, second = first.float(), second.float()
     d = max_displacement
     n, c, h, w = first.shape
     padded = F.pad(second, (d, d, d, d))

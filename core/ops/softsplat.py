@@ -23,6 +23,7 @@ import os
 import torch
 
 _MODES = ("summation", "average", "linear", "softmax")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 _backend = os.environ.get("UPR_SPLAT_BACKEND", "auto")
 
 
@@ -94,6 +95,9 @@ def splat_sum(input, flow):
     """Summation splatting. input: N x C x H x W, flow: N x 2 x H x W (pixels, x first). Returns N x C x H x W."""
     if input.shape[0] != flow.shape[0] or input.shape[2:] != flow.shape[2:] or flow.shape[1] != 2:
         raise ValueError(f"splat: input {tuple(input.shape)} and flow {tuple(flow.shape)} do not match")
+    if input.dtype in _LOW_PRECISION or flow.dtype in _LOW_PRECISION:
+        # under bf16/fp16 autocast: accumulate in float32, the next conv casts back down
+        input, flow = input.float(), flow.float()
     if _use_cupy(input):
         from . import softsplat_cupy
         return softsplat_cupy.splat_sum(input, flow)

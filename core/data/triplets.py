@@ -1,0 +1,181 @@
+"""Training and validation triplets: Vimeo90K (triplet and septuplet) and users' own videos or frame folders.
+
+Every dataset is indexed by a key ``(epoch, index)`` (see :mod:`core.data.sampler`); the sample's random choices
+(frame gap, crop, augmentation) come from ``np.random.default_rng([seed, epoch, index])``, so a run is
+reproducible whatever the number of data workers, and a resumed run sees exactly the same samples.
+
+A sample is a dict of tensors: ``img0``, ``img1``, ``gt`` (3 x H x W float in [0, 1], RGB), ``time`` (scalar t
+of ``gt``), ``flow`` (4 x H x W reference bi-directional flow between img0 and img1 in pixels, zeros if none)
+and ``flow_valid`` (1.0 when ``flow`` holds a reference).
+"""
+import os
+
+import cv2
+import numpy as np
+import torch
+
+from ..frames import FrameError, read_image
+from ..video import DEFAULT_SCENE_THRESHOLD, find_scene_cuts, to_uint8
+from .augment import augment_triplet, ensure_min_size, random_crop
+from .video_frames import list_video_sources, read_all_frames
+
+
+def dis_flow(img0, img1):
+    """Reference bi-directional flow from OpenCV's DIS (medium preset): 4 x H x W float32 tensor, pixels."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    grey0 = cv2.cvtColor(img0, cv2.COLOR_RGB2GRAY)
+    grey1 = cv2.cvtColor(img1, cv2.COLOR_RGB2GRAY)
+    forward = dis.calc(grey0, grey1, None)
+    backward = dis.calc(grey1, grey0, None)
+    return torch.from_numpy(np.concatenate([forward, backward], 2)).permute(2, 0, 1).contiguous()
+
+
+def image_tensor(image):
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+class TripletDataset(torch.utils.data.Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load(index, rng) -> ([frame0, gt, frame1], t)``.
+
+    crop_size: (h, w) random crop for training, None to keep full frames; augment: flips, rotations, channel
+    and temporal reversal; flow_teacher: "dis" to attach OpenCV DIS flow as a reference, None for none.
+    """
+
+    def __init__(self, crop_size=None, augment=False, flow_teacher=None, seed=0):
+        self.crop_size = crop_size
+        self.augment = augment
+        if flow_teacher not in (None, "none", "dis"):
+            raise ValueError(f"unknown flow teacher {flow_teacher!r}; use 'dis' or None")
+        self.flow_teacher = None if flow_teacher == "none" else flow_teacher
+        self.seed = seed
+
+    def load(self, index, rng):
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        frames, t = self.load(index, rng)
+        frames = [to_uint8(f) for f in frames]
+        if self.augment:
+            frames, t = augment_triplet(frames, t, rng, self.crop_size)
+        elif self.crop_size is not None:
+            frames = random_crop(ensure_min_size(frames, *self.crop_size), *self.crop_size, rng)
+        img0, gt, img1 = frames
+        if self.flow_teacher == "dis":
+            flow, valid = dis_flow(img0, img1), 1.0
+        else:
+            flow, valid = torch.zeros(4, *img0.shape[:2]), 0.0
+        return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
+                "time": torch.tensor(t, dtype=torch.float32), "flow": flow,
+                "flow_valid": torch.tensor(valid, dtype=torch.float32)}
+
+
+def _read_frames(paths):
+    frames = [read_image(p) for p in paths]
+    if any(f.shape != frames[0].shape for f in frames):
+        sizes = ", ".join(f"{p}: {f.shape[1]}x{f.shape[0]}" for p, f in zip(paths, frames))
+        raise FrameError(f"frames of one sample differ in size ({sizes})")
+    return frames
+
+
+def _read_list(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"list file not found: {path}")
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+class Vimeo90KTriplets(TripletDataset):
+    """``root/sequences/XXXXX/YYYY/im{1,2,3}.png`` listed in ``tri_trainlist.txt`` / ``tri_testlist.txt``; t=0.5."""
+
+    def __init__(self, root, split="train", **kwargs):
+        super().__init__(**kwargs)
+        self.root = root
+        self.items = _read_list(os.path.join(root, f"tri_{split}list.txt"))
+
+    def __len__(self):
+        return len(self.items)
+
+    def load(self, index, rng):
+        folder = os.path.join(self.root, "sequences", self.items[index])
+        return _read_frames([os.path.join(folder, f"im{i}.png") for i in (1, 2, 3)]), 0.5
+
+
+class Vimeo90KSeptuplets(TripletDataset):
+    """``root/sequences/XXXXX/YYYY/im1..im7.png`` listed in ``sep_{split}list.txt``.
+
+    Training draws three ordered frames i < j < k per sample, t = (j - i) / (k - i); validation uses 1, 4, 7.
+    """
+
+    def __init__(self, root, split="train", **kwargs):
+        super().__init__(**kwargs)
+        self.root = root
+        self.split = split
+        self.items = _read_list(os.path.join(root, f"sep_{split}list.txt"))
+
+    def __len__(self):
+        return len(self.items)
+
+    def load(self, index, rng):
+        if self.split == "train":
+            i, j, k = sorted(int(v) for v in rng.choice(np.arange(1, 8), 3, replace=False))
+        else:
+            i, j, k = 1, 4, 7
+        folder = os.path.join(self.root, "sequences", self.items[index])
+        return _read_frames([os.path.join(folder, f"im{n}.png") for n in (i, j, k)]), (j - i) / (k - i)
+
+
+class VideoTriplets(TripletDataset):
+    """Triplets from users' own footage: video files (decoded with PyAV) and/or folders of frames.
+
+    sources: paths of video files, frame folders, or directories holding either. Each clip is cut into shots at
+    scene cuts (:func:`core.video.find_scene_cuts`); a triplet never crosses a cut. Within a shot the first
+    ``1 - val_fraction`` of the frames are the "train" split and the rest the "val" split, so the two never
+    share a frame. Training picks a span s in [2, 2 * max_gap] frames and a middle frame j at random
+    (t = (j - i) / s); validation uses consecutive triplets (s = 2, t = 0.5), every ``val_stride``-th one.
+    """
+
+    def __init__(self, sources, split="train", max_gap=4, val_fraction=0.15, val_stride=4,
+                 scene_threshold=DEFAULT_SCENE_THRESHOLD, **kwargs):
+        super().__init__(**kwargs)
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be train, val or all, got {split!r}")
+        self.split = split
+        self.max_gap = max_gap
+        self.clips, self.shots = [], []     # shots: (clip index, first frame, end frame exclusive)
+        for source in list_video_sources(sources):
+            frames = read_all_frames(source)
+            if not frames:
+                continue
+            clip = len(self.clips)
+            self.clips.append((source, frames))
+            bounds = [0] + [c + 1 for c in find_scene_cuts(frames, scene_threshold)] + [len(frames)]
+            for start, end in zip(bounds[:-1], bounds[1:]):
+                boundary = start + int(round((end - start) * (1 - val_fraction)))
+                if split == "train":
+                    start, end = start, boundary
+                elif split == "val":
+                    start = boundary
+                if end - start >= 3:
+                    self.shots.append((clip, start, end))
+        if not self.shots:
+            raise ValueError(f"no usable frames (shots of >= 3 frames) in {sources}")
+        # one index per possible first frame; validation: every val_stride-th consecutive triplet
+        self.starts = []
+        for shot, (clip, start, end) in enumerate(self.shots):
+            stride = val_stride if split == "val" else 1
+            self.starts += [(shot, i) for i in range(start, end - 2, stride)]
+
+    def __len__(self):
+        return len(self.starts)
+
+    def load(self, index, rng):
+        shot, i = self.starts[index]
+        clip, _, end = self.shots[shot]
+        frames = self.clips[clip][1]
+        if self.split == "val":
+            return [frames[i], frames[i + 1], frames[i + 2]], 0.5
+        span = int(rng.integers(2, min(2 * self.max_gap, end - 1 - i) + 1))
+        j = i + int(rng.integers(1, span))
+        return [frames[i], frames[j], frames[i + span]], (j - i) / span

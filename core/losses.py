@@ -1,0 +1,75 @@
+"""Training losses: Charbonnier and census (ternary) on the frame, optional flow supervision.
+
+The paper trains on the final frame with Charbonnier + census. ``flow_supervision`` adds a robust loss between
+the estimated bi-directional flow of every level and a reference flow (exact for synthetic data, a teacher
+such as OpenCV's DIS flow for real video), which speeds up learning on small compute budgets.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def charbonnier(prediction, target, eps=1e-6):
+    """mean(sqrt((prediction - target)^2 + eps)). Any matching shapes."""
+    return torch.sqrt((prediction - target) ** 2 + eps).mean()
+
+
+def _ternary_transform(image, patch_size):
+    """N x 3 x H x W in [0, 1] -> N x P^2 x H x W soft census signature of the grey image (grey in [0, 1], so
+    the soft sign d / sqrt(0.81 + d^2) stays smooth for small differences and sensor noise costs little)."""
+    grey = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
+    p = patch_size
+    eye = torch.eye(p * p, dtype=image.dtype, device=image.device).view(p * p, 1, p, p)
+    patches = F.conv2d(grey, eye, padding=p // 2)
+    diff = patches - grey
+    return diff / torch.sqrt(0.81 + diff ** 2)
+
+
+def census(prediction, target, patch_size=7):
+    """Ternary census loss (soft Hamming distance of 7 x 7 census signatures), averaged over the frame
+    interior (a border of patch_size // 2 pixels, where patches leave the image, is excluded)."""
+    t_pred = _ternary_transform(prediction, patch_size)
+    t_target = _ternary_transform(target, patch_size)
+    d = (t_pred - t_target) ** 2
+    distance = (d / (0.1 + d)).sum(1, keepdim=True)
+    r = patch_size // 2
+    return distance[..., r:-r, r:-r].mean()
+
+
+def downsample_flow(flow, size):
+    """Area-downsample a flow N x C x H x W (pixels) to ``size`` = (h, w), values rescaled to the new pixels."""
+    scale = size[1] / flow.shape[-1]
+    return F.adaptive_avg_pool2d(flow, size) * scale
+
+
+def flow_supervision(bi_flows, reference, valid):
+    """Charbonnier distance (pixels) between each level's flow and the reference, mean over levels.
+
+    bi_flows: per-level N x 4 x h x w flows at the level's resolution; reference: N x 4 x H x W at full
+    resolution; valid: N (1 where the sample has a reference, 0 otherwise).
+    """
+    weight = valid.view(-1, 1, 1, 1).to(reference.dtype)
+    if weight.sum() == 0:
+        return reference.new_zeros(())
+    total = 0
+    for flow in bi_flows:
+        ref = downsample_flow(reference, flow.shape[-2:])
+        scale = reference.shape[-1] / flow.shape[-1]   # compare in full-resolution pixels
+        distance = torch.sqrt(((flow.float() - ref) * scale) ** 2 + 1e-6)
+        total = total + (distance * weight).sum() / (weight.sum() * flow[0].numel())
+    return total / len(bi_flows)
+
+
+LOSS_TYPES = ("charbonnier+census", "charbonnier", "l1")
+
+
+def frame_loss(prediction, target, loss_type="charbonnier+census"):
+    """The photometric loss on the final frame. Returns (total, {name: value})."""
+    if loss_type == "l1":
+        loss = (prediction - target).abs().mean()
+        return loss, {"l1": loss}
+    terms = {"charbonnier": charbonnier(prediction, target)}
+    if loss_type == "charbonnier+census":
+        terms["census"] = census(prediction, target)
+    elif loss_type != "charbonnier":
+        raise ValueError(f"unknown loss type {loss_type!r}; use one of {LOSS_TYPES}")
+    return sum(terms.values()), terms

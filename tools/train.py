@@ -1,0 +1,412 @@
+"""Train UPR-Net: torchrun DDP (NCCL on CUDA, Gloo on CPU) or a single process.
+
+    torchrun --nproc_per_node=4 -m tools.train --config configs/upr_base.py --data_root /data/vimeo_triplet \
+        --exp_name upr-base
+    python -m tools.train --config configs/own_videos_cpu.py --video_paths my_clips/ --exp_name mine
+
+Values come from the defaults below, then the ``--config`` file (plain Python assignments), then the command
+line. Writes ``<train_log_root>/<exp_name>/``: ``checkpoints/last.pt`` (everything needed to resume),
+``checkpoints/best.pkl`` and ``last.pkl`` (weights only, loadable with --model_file anywhere), ``tensorboard/``
+and ``runtime.log``. Checkpoints are written atomically; SIGINT/SIGTERM saves ``last`` and exits.
+"""
+import argparse
+import datetime
+import os
+import random
+import runpy
+import signal
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from core import build_model, load_weights, save_weights
+from core.checkpoint import atomic_save, strip_prefix
+from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTriplets, Vimeo90KSeptuplets, \
+    Vimeo90KTriplets
+from core.data.synthetic import skimage_textures
+from core.flow_viz import flow_to_color
+from core.interpolator import pad_multiple, pad_to_multiple
+from core.losses import LOSS_TYPES, flow_supervision, frame_loss
+from core.metrics import psnr, ssim
+from core.schedule import learning_rate
+from core.video import DEFAULT_SCENE_THRESHOLD
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="Python file of NAME = value lines setting any option below")
+    g = p.add_argument_group("run")
+    g.add_argument("--exp_name", default="upr-base")
+    g.add_argument("--train_log_root", default="../upr-train-log",
+                   help="experiments go to <root>/<exp_name>; a ./train-log symlink points at the default root")
+    g.add_argument("--world_size", type=int, default=None,
+                   help="number of processes; set by torchrun (WORLD_SIZE), checked if given")
+    g.add_argument("--resume", action="store_true", help="continue <exp>/checkpoints/last.pt exactly")
+    g.add_argument("--model_file", help="start from these weights (e.g. an official .pkl) for fine-tuning")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    g.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model_size", default="base", choices=["base", "large", "LARGE"])
+    g.add_argument("--pyr_level", type=int, default=3)
+    g = p.add_argument_group("optimisation (paper: AdamW, 2e-4 -> 2e-5 cosine, 2000 warm-up, wd 1e-4)")
+    g.add_argument("--steps", type=int, default=800_000)
+    g.add_argument("--batch_size", type=int, default=8, help="per process")
+    g.add_argument("--total_batch_size", type=int, default=0,
+                   help="if set, batch_size = total_batch_size / world size (paper: 32)")
+    g.add_argument("--init_lr", type=float, default=2e-4)
+    g.add_argument("--min_lr", type=float, default=2e-5)
+    g.add_argument("--warmup_steps", type=int, default=2000)
+    g.add_argument("--weight_decay", type=float, default=1e-4)
+    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    g.add_argument("--loss_type", default="charbonnier+census", choices=LOSS_TYPES)
+    g.add_argument("--flow_loss_weight", type=float, default=0.0,
+                   help="weight of flow supervision (exact flow of synthetic data, --flow_teacher on real data)")
+    g.add_argument("--flow_loss_decay_steps", type=int, default=0,
+                   help="flow weight decays linearly to 0 over this many steps (0: constant)")
+    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast precision; 'none' is exact float32")
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="vimeo90k_triplet",
+                   choices=["vimeo90k_triplet", "vimeo90k_septuplet", "videos", "synthetic"])
+    g.add_argument("--data_root", help="Vimeo90K root (with sequences/ and tri_trainlist.txt)")
+    g.add_argument("--video_paths", nargs="+", default=[], help="videos / frame folders for --dataset videos")
+    g.add_argument("--max_gap", type=int, default=4, help="videos: middle frame up to this far from the ends")
+    g.add_argument("--val_fraction", type=float, default=0.15, help="videos: last part of each shot held out")
+    g.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD,
+                   help="videos: scene-cut threshold (see core.video.scene_cut_score)")
+    g.add_argument("--synthetic_ratio", type=float, default=0.0,
+                   help="fraction of training samples from the synthetic layered-motion generator")
+    g.add_argument("--synthetic_max_motion", type=float, default=48.0, help="pixels between frames 0 and 1")
+    g.add_argument("--flow_teacher", default="none", choices=["none", "dis"],
+                   help="reference flow for real triplets (OpenCV DIS), used by --flow_loss_weight")
+    g.add_argument("--crop_h", type=int, default=256)
+    g.add_argument("--crop_w", type=int, default=256)
+    g.add_argument("--nr_data_worker", type=int, default=2)
+    g.add_argument("--val_samples", type=int, default=0, help="validate on the first N samples (0: all)")
+    g = p.add_argument_group("logging")
+    g.add_argument("--log_interval", type=int, default=20, help="steps between progress lines / scalars")
+    g.add_argument("--image_interval", type=int, default=500, help="steps between training image logs")
+    g.add_argument("--save_interval", type=int, default=1000, help="steps between validation + checkpoint")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        if not os.path.isfile(first.config):
+            parser.error(f"config file not found: {first.config}")
+        values = {k: v for k, v in runpy.run_path(first.config).items() if not k.startswith("_")}
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            parser.error(f"{first.config}: unknown option(s) {', '.join(unknown)}")
+        parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+def setup_distributed(args):
+    """Returns (rank, world_size, local_rank, device)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if args.world_size is not None and args.world_size != world_size:
+        raise SystemExit(f"error: --world_size {args.world_size} but {world_size} process(es) were launched "
+                         f"(use torchrun --nproc_per_node={args.world_size})")
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world_size, local_rank, device
+
+
+def seed_everything(seed, rank):
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+def build_datasets(args):
+    crop = (args.crop_h, args.crop_w)
+    common = dict(seed=args.seed, flow_teacher=args.flow_teacher)
+    if args.dataset in ("vimeo90k_triplet", "vimeo90k_septuplet"):
+        if not args.data_root:
+            raise SystemExit("error: --data_root (the Vimeo90K folder) is required for --dataset " + args.dataset)
+        kind = Vimeo90KTriplets if args.dataset == "vimeo90k_triplet" else Vimeo90KSeptuplets
+        train = kind(args.data_root, "train", crop_size=crop, augment=True, **common)
+        val = kind(args.data_root, "test", seed=args.seed)
+        textures = None
+    elif args.dataset == "videos":
+        if not args.video_paths:
+            raise SystemExit("error: --video_paths is required for --dataset videos")
+        video = dict(max_gap=args.max_gap, val_fraction=args.val_fraction, scene_threshold=args.scene_threshold)
+        train = VideoTriplets(args.video_paths, "train", crop_size=crop, augment=True, **video, **common)
+        val = VideoTriplets(args.video_paths, "val", **video, seed=args.seed)
+        # synthetic layers may also use training frames (never held-out ones) as textures
+        textures = skimage_textures() + [f for _, frames in train.clips for f in frames[::10]]
+    else:
+        train, val, textures = None, None, None
+    if args.dataset == "synthetic" or args.synthetic_ratio > 0:
+        ratio = 1.0 if train is None else args.synthetic_ratio
+        length = 10_000 if train is None else int(round(len(train) * ratio / max(1e-9, 1 - ratio)))
+        synthetic = SyntheticMotion(length, crop, textures=textures, max_translation=args.synthetic_max_motion,
+                                    seed=args.seed)
+        train = synthetic if train is None else KeyedConcat([train, synthetic])
+        if val is None:
+            val = SyntheticMotion(64, crop, middle_time=0.5, seed=args.seed + 1)
+    if args.val_samples and len(val) > args.val_samples:
+        val = torch.utils.data.Subset(val, range(args.val_samples))
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------------------
+# logging helpers
+
+
+class Logger:
+    """Progress lines to stdout and runtime.log, scalars and images to TensorBoard (rank 0 only)."""
+
+    def __init__(self, exp_dir, enabled):
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(exp_dir, "tensorboard"))
+            self.log_file = open(os.path.join(exp_dir, "runtime.log"), "a")
+
+    def line(self, text):
+        if self.enabled:
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+            print(text, flush=True)
+            self.log_file.write(f"{stamp} {text}\n")
+            self.log_file.flush()
+
+    def scalars(self, step, values):
+        if self.enabled:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, float(value), step)
+
+    def images(self, step, tag, batch, prediction, bi_flow):
+        """One sheet: img0 | prediction | gt | img1 over flow 0->1 | flow 1->0 (first sample of the batch)."""
+        if not self.enabled:
+            return
+        row = lambda *ts: torch.cat([t.detach().float().cpu().clamp(0, 1) for t in ts], 2)
+        top = row(batch["img0"][0], prediction[0], batch["gt"][0], batch["img1"][0])
+        flows = [torch.from_numpy(flow_to_color(bi_flow[0, i:i + 2].float().cpu())).permute(2, 0, 1) / 255.0
+                 for i in (0, 2)]
+        bottom = row(*flows, torch.zeros_like(flows[0]), torch.zeros_like(flows[0]))
+        self.writer.add_image(tag, torch.cat([top, bottom], 1), step)
+
+    def close(self):
+        if self.enabled:
+            self.writer.close()
+            self.log_file.close()
+
+
+def format_duration(seconds):
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    return (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation and checkpoints
+
+
+@torch.no_grad()
+def validate(model, dataset, args, device, logger=None, step=0):
+    """Mean PSNR / SSIM of the final frame on ``dataset`` (full frames, padded to the pyramid's multiple);
+    the first sample's result goes to TensorBoard as "val/images"."""
+    model.eval()
+    psnrs, ssims = [], []
+    multiple = pad_multiple(args.pyr_level)
+    for i in range(len(dataset)):
+        sample = {k: v[None].to(device) for k, v in dataset[i].items()}
+        h, w = sample["gt"].shape[-2:]
+        prediction, bi_flow, _ = model(pad_to_multiple(sample["img0"], multiple),
+                                       pad_to_multiple(sample["img1"], multiple), sample["time"].item(),
+                                       pyr_level=args.pyr_level)
+        prediction, bi_flow = prediction[..., :h, :w], bi_flow[..., :h, :w]
+        psnrs.append(psnr(prediction, sample["gt"]).item())
+        ssims.append(ssim(prediction, sample["gt"]).item())
+        if i == 0 and logger is not None:
+            logger.images(step, "val/images", sample, prediction, bi_flow)
+    model.train()
+    return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def save_training_state(path, model, optimizer, step, best_psnr, args):
+    state = {"model": strip_prefix(dict(model.state_dict())), "optimizer": optimizer.state_dict(), "step": step,
+             "best_psnr": best_psnr, "args": vars(args), "torch_rng": torch.get_rng_state(),
+             "python_rng": random.getstate()}
+    atomic_save(lambda tmp: torch.save(state, tmp), path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # OpenCV's thread pool does not survive fork(): keep it single-threaded before data workers start
+    cv2.setNumThreads(1)
+    rank, world_size, local_rank, device = setup_distributed(args)
+    if args.total_batch_size:
+        if args.total_batch_size % world_size:
+            raise SystemExit(f"error: total batch {args.total_batch_size} is not divisible by {world_size}")
+        args.batch_size = args.total_batch_size // world_size
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed, rank)
+    is_main = rank == 0
+
+    exp_dir = os.path.join(args.train_log_root, args.exp_name)
+    ckpt_dir = os.path.join(exp_dir, "checkpoints")
+    if is_main:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        if args.train_log_root == build_parser().get_default("train_log_root") and not os.path.lexists("train-log"):
+            os.symlink(args.train_log_root, "train-log")
+    logger = Logger(exp_dir, is_main)
+    logger.line(f"command: {' '.join(sys.argv)}")
+    logger.line(f"world size {world_size}, batch {args.batch_size} per process ({args.batch_size * world_size} "
+                f"total), device {device}, threads {torch.get_num_threads()}, amp {args.amp}")
+
+    model = build_model(args.model_size, pyr_level=args.pyr_level).to(device)
+    if args.model_file:
+        load_weights(model, args.model_file)
+        logger.line(f"initialised from {args.model_file}")
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.init_lr, weight_decay=args.weight_decay)
+
+    step, best_psnr = 0, -1.0
+    last_path = os.path.join(ckpt_dir, "last.pt")
+    if args.resume:
+        if not os.path.isfile(last_path):
+            raise SystemExit(f"error: --resume but no checkpoint at {last_path}")
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_psnr = state["step"], state["best_psnr"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        logger.line(f"resumed from {last_path} at step {step}")
+
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    train_set, val_set = build_datasets(args)
+    sampler = EpochIndexSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed)
+    steps_per_epoch = (len(train_set) // world_size) // args.batch_size
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {len(train_set)} training samples are fewer than one batch per process")
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.nr_data_worker,
+        drop_last=True, pin_memory=device.type == "cuda",
+        persistent_workers=False)
+    logger.line(f"{len(train_set)} training samples ({steps_per_epoch} steps per epoch), "
+                f"{len(val_set)} validation samples; {args.steps} steps")
+
+    stop = {"requested": False}
+
+    def request_stop(signum, _frame):
+        stop["requested"] = True
+        logger.line(f"signal {signum}: saving and stopping after this step")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def checkpoint(validate_now):
+        nonlocal best_psnr
+        if validate_now:
+            val_psnr, val_ssim = validate(model, val_set, args, device, logger, step) if is_main else (0, 0)
+            if is_main:
+                logger.scalars(step, {"val/psnr": val_psnr, "val/ssim": val_ssim})
+                logger.line(f"step {step}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f}")
+                if val_psnr > best_psnr:
+                    best_psnr = val_psnr
+                    save_weights(model, os.path.join(ckpt_dir, "best.pkl"))
+        if is_main:
+            save_training_state(last_path, model, optimizer, step, best_psnr, args)
+            save_weights(model, os.path.join(ckpt_dir, "last.pkl"))
+        if world_size > 1:
+            dist.barrier()
+
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    model.train()
+    window_start, window_steps, start_step = time.time(), 0, step
+    while step < args.steps and not stop["requested"]:
+        epoch, position = divmod(step, steps_per_epoch)
+        sampler.set_position(epoch, position * args.batch_size)
+        for batch in loader:
+            lr = learning_rate(step, args.steps, args.init_lr, args.min_lr, args.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            img0 = batch["img0"].contiguous(memory_format=memory_format)
+            img1 = batch["img1"].contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                prediction, bi_flow, extra = ddp_model(img0, img1, batch["time"])
+            loss, terms = frame_loss(prediction.float(), batch["gt"], args.loss_type)
+            flow_weight = args.flow_loss_weight
+            if args.flow_loss_decay_steps:
+                flow_weight *= max(0.0, 1 - step / args.flow_loss_decay_steps)
+            if flow_weight > 0:
+                terms["flow"] = flow_supervision(extra["bi_flows"], batch["flow"], batch["flow_valid"])
+                loss = loss + flow_weight * terms["flow"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            window_steps += 1
+
+            if step % args.log_interval == 0 or step == args.steps:
+                elapsed = time.time() - window_start
+                rate = window_steps / max(elapsed, 1e-9)
+                logger.scalars(step, {"train/loss": loss.item(), "train/lr": lr,
+                                      **{f"train/loss_{k}": v.item() for k, v in terms.items()}})
+                logger.line(f"step {step}/{args.steps} | loss {loss.item():.4f} | lr {lr:.2e} | "
+                            f"{rate:.3f} it/s | ETA {format_duration((args.steps - step) / max(rate, 1e-9))}")
+                window_start, window_steps = time.time(), 0
+            if step % args.image_interval == 0 or step == start_step + 1:
+                logger.images(step, "train/images", batch, prediction, bi_flow)
+
+            stop_now = torch.tensor(int(stop["requested"]))
+            if world_size > 1:
+                dist.all_reduce(stop_now, op=dist.ReduceOp.MAX)
+            stop["requested"] = bool(stop_now.item())
+            if step % args.save_interval == 0 or step == args.steps or stop["requested"]:
+                checkpoint(validate_now=not stop["requested"])
+            if step >= args.steps or stop["requested"]:
+                break
+
+    logger.line(f"finished at step {step}; best validation PSNR {best_psnr:.3f} dB")
+    logger.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
