@@ -7,7 +7,8 @@
 Values come from the defaults below, then the ``--config`` file (plain Python assignments), then the command
 line. Writes ``<train_log_root>/<exp_name>/``: ``checkpoints/last.pt`` (everything needed to resume),
 ``checkpoints/best.pkl`` and ``last.pkl`` (weights only, loadable with --model_file anywhere), ``tensorboard/``
-and ``runtime.log``. Checkpoints are written atomically; SIGINT/SIGTERM saves ``last`` and exits.
+and ``runtime.log``. Checkpoints are written atomically; SIGINT/SIGTERM (or ``--stop_at_step K``) saves
+``last`` and exits, and ``--resume`` continues exactly where it stopped.
 """
 import argparse
 import datetime
@@ -47,6 +48,8 @@ def build_parser():
     g.add_argument("--world_size", type=int, default=None,
                    help="number of processes; set by torchrun (WORLD_SIZE), checked if given")
     g.add_argument("--resume", action="store_true", help="continue <exp>/checkpoints/last.pt exactly")
+    g.add_argument("--stop_at_step", type=int, default=0,
+                   help="stop (saving last) after step K, for staged runs; --resume continues (0: off)")
     g.add_argument("--model_file", help="start from these weights (e.g. an official .pkl) for fine-tuning")
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -78,7 +81,7 @@ def build_parser():
     g.add_argument("--data_root", help="Vimeo90K root (with sequences/ and tri_trainlist.txt)")
     g.add_argument("--video_paths", nargs="+", default=[], help="videos / frame folders for --dataset videos")
     g.add_argument("--max_gap", type=int, default=4, help="videos: middle frame up to this far from the ends")
-    g.add_argument("--val_fraction", type=float, default=0.15, help="videos: last part of each shot held out")
+    g.add_argument("--val_fraction", type=float, default=0.15, help="videos: the last part of each clip is held out for validation")
     g.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD,
                    help="videos: scene-cut threshold (see core.video.scene_cut_score)")
     g.add_argument("--synthetic_ratio", type=float, default=0.0,
@@ -109,7 +112,14 @@ def parse_args(argv=None):
         if unknown:
             parser.error(f"{first.config}: unknown option(s) {', '.join(unknown)}")
         parser.set_defaults(**values)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if first.config:   # argparse checks choices on the command line only, not on defaults set by the config
+        for action in parser._actions:
+            value = getattr(args, action.dest, None)
+            if action.choices is not None and value not in action.choices:
+                parser.error(f"{first.config}: {action.dest} = {value!r} is not one of "
+                             f"{', '.join(map(str, action.choices))}")
+    return args
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -158,8 +168,10 @@ def build_datasets(args):
         video = dict(max_gap=args.max_gap, val_fraction=args.val_fraction, scene_threshold=args.scene_threshold)
         train = VideoTriplets(args.video_paths, "train", crop_size=crop, augment=True, **video, **common)
         val = VideoTriplets(args.video_paths, "val", **video, seed=args.seed)
-        # synthetic layers may also use training frames (never held-out ones) as textures
-        textures = skimage_textures() + [f for _, frames in train.clips for f in frames[::10]]
+        # synthetic layers may also use training frames (never held-out ones) as textures: every 10th frame of
+        # each shot's training part (train.clips holds whole clips, validation frames included)
+        textures = skimage_textures() + [train.clips[clip][1][i] for clip, start, end in train.shots
+                                         for i in range(start, end, 10)]
     else:
         train, val, textures = None, None, None
     if args.dataset == "synthetic" or args.synthetic_ratio > 0:
@@ -251,10 +263,10 @@ def validate(model, dataset, args, device, logger=None, step=0):
     return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
-def save_training_state(path, model, optimizer, step, best_psnr, args):
+def save_training_state(path, model, optimizer, step, best_psnr, args, scaler=None):
     state = {"model": strip_prefix(dict(model.state_dict())), "optimizer": optimizer.state_dict(), "step": step,
              "best_psnr": best_psnr, "args": vars(args), "torch_rng": torch.get_rng_state(),
-             "python_rng": random.getstate()}
+             "python_rng": random.getstate(), "scaler": scaler.state_dict() if scaler is not None else {}}
     atomic_save(lambda tmp: torch.save(state, tmp), path)
 
 
@@ -293,6 +305,8 @@ def main(argv=None):
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.init_lr, weight_decay=args.weight_decay)
+    # fp16 loss scaling; its state (scale, growth tracker) is part of the training state
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
 
     step, best_psnr = 0, -1.0
     last_path = os.path.join(ckpt_dir, "last.pt")
@@ -302,6 +316,8 @@ def main(argv=None):
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         step, best_psnr = state["step"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -324,11 +340,13 @@ def main(argv=None):
     logger.line(f"{len(train_set)} training samples ({steps_per_epoch} steps per epoch), "
                 f"{len(val_set)} validation samples; {args.steps} steps")
 
-    stop = {"requested": False}
+    signalled = {}
 
     def request_stop(signum, _frame):
-        stop["requested"] = True
-        logger.line(f"signal {signum}: saving and stopping after this step")
+        # only record the signal: printing here could re-enter a print the main thread is in the middle of
+        # ("reentrant call" RuntimeError), and forked data workers inherit this handler. The flag is never
+        # cleared, so a signal arriving during a step's stop vote is acted on at the next step, not lost.
+        signalled.setdefault("signal", signum)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -344,16 +362,20 @@ def main(argv=None):
                     best_psnr = val_psnr
                     save_weights(model, os.path.join(ckpt_dir, "best.pkl"))
         if is_main:
-            save_training_state(last_path, model, optimizer, step, best_psnr, args)
+            save_training_state(last_path, model, optimizer, step, best_psnr, args, scaler)
             save_weights(model, os.path.join(ckpt_dir, "last.pkl"))
         if world_size > 1:
             dist.barrier()
 
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     model.train()
     window_start, window_steps, start_step = time.time(), 0, step
-    while step < args.steps and not stop["requested"]:
+
+    def stop_point_reached():
+        return 0 < args.stop_at_step <= step < args.steps
+
+    stopping = stop_point_reached()
+    while step < args.steps and not stopping:
         epoch, position = divmod(step, steps_per_epoch)
         sampler.set_position(epoch, position * args.batch_size)
         for batch in loader:
@@ -393,13 +415,18 @@ def main(argv=None):
             if step % args.image_interval == 0 or step == start_step + 1:
                 logger.images(step, "train/images", batch, prediction, bi_flow)
 
-            stop_now = torch.tensor(int(stop["requested"]))
+            # all processes stop at the same step: a signal to any of them stops all
+            stop_now = torch.tensor(int("signal" in signalled or stop_point_reached()))
             if world_size > 1:
                 dist.all_reduce(stop_now, op=dist.ReduceOp.MAX)
-            stop["requested"] = bool(stop_now.item())
-            if step % args.save_interval == 0 or step == args.steps or stop["requested"]:
-                checkpoint(validate_now=not stop["requested"])
-            if step >= args.steps or stop["requested"]:
+            stopping = bool(stop_now.item())
+            if stopping:
+                reason = (f"--stop_at_step {args.stop_at_step}" if stop_point_reached() else
+                          f"signal {signalled['signal']}" if "signal" in signalled else "another process was signalled")
+                logger.line(f"step {step}: {reason}; saving {last_path} and stopping")
+            if step % args.save_interval == 0 or step == args.steps or stopping:
+                checkpoint(validate_now=not stopping)
+            if step >= args.steps or stopping:
                 break
 
     logger.line(f"finished at step {step}; best validation PSNR {best_psnr:.3f} dB")

@@ -1,0 +1,129 @@
+"""Training losses (Charbonnier, census, flow supervision) and the learning-rate schedule."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from core.losses import LOSS_TYPES, census, charbonnier, downsample_flow, flow_supervision, frame_loss
+from core.schedule import learning_rate
+
+
+def photo(size=96):
+    """A natural RGB photo (skimage's astronaut, area-downscaled) as a 1 x 3 x size x size float64 tensor."""
+    image = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255.0
+
+
+# ------------------------------------------------------------------------------------------- Charbonnier
+
+
+def test_charbonnier_hand_computed():
+    prediction = torch.tensor([[0.0, 1.0], [0.5, 0.25]], dtype=torch.float64)
+    target = torch.tensor([[0.0, 0.0], [0.5, 0.75]], dtype=torch.float64)
+    # differences 0, 1, 0, -0.5 -> sqrt(d^2 + 1e-6)
+    expected = (1e-3 + math.sqrt(1 + 1e-6) + 1e-3 + math.sqrt(0.25 + 1e-6)) / 4
+    assert charbonnier(prediction, target).item() == pytest.approx(expected, rel=1e-12)
+    assert charbonnier(prediction, target, eps=0.0).item() == pytest.approx(1.5 / 4, rel=1e-12)
+
+
+def test_charbonnier_of_identical_images_is_sqrt_eps():
+    image = photo(32)
+    assert charbonnier(image, image).item() == pytest.approx(1e-3, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ census
+
+
+def test_census_zero_for_identical_images():
+    image = photo(48)
+    assert census(image, image).item() == 0.0
+
+
+def test_census_ignores_a_constant_brightness_change():
+    image = photo(48)
+    shifted = census(image + 0.1, image).item()
+    assert shifted == pytest.approx(0.0, abs=1e-9)
+    # while the Charbonnier term sees the full difference
+    assert charbonnier(image + 0.1, image).item() == pytest.approx(math.sqrt(0.01 + 1e-6), rel=1e-9)
+
+
+def test_census_positive_and_increasing_with_a_shift():
+    big = photo(128)
+    base = big[..., 20:84, 20:84]
+    losses = [census(big[..., 20:84, 20 + s:84 + s], base).item() for s in (1, 2, 4, 8)]
+    assert losses[0] > 0
+    assert all(a < b for a, b in zip(losses, losses[1:])), losses
+
+
+def test_census_has_finite_gradients():
+    image = photo(32).float()
+    prediction = image.roll(1, -1).requires_grad_()
+    census(prediction, image).backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+
+
+def test_frame_loss_types():
+    prediction, target = photo(32).float(), photo(32).float().roll(2, -1)
+    total, terms = frame_loss(prediction, target, "charbonnier+census")
+    assert set(terms) == {"charbonnier", "census"}
+    assert total.item() == pytest.approx(terms["charbonnier"].item() + terms["census"].item())
+    total, terms = frame_loss(prediction, target, "charbonnier")
+    assert set(terms) == {"charbonnier"}
+    total, terms = frame_loss(prediction, target, "l1")
+    assert total.item() == pytest.approx((prediction - target).abs().mean().item())
+    assert "l1" in LOSS_TYPES
+    with pytest.raises(ValueError, match="unknown loss type"):
+        frame_loss(prediction, target, "l2")
+
+
+# ------------------------------------------------------------------------------------------ flow losses
+
+
+def test_downsample_flow_rescales_values():
+    flow = torch.full((1, 4, 32, 32), 8.0)
+    assert torch.allclose(downsample_flow(flow, (8, 8)), torch.full((1, 4, 8, 8), 2.0))
+
+
+def test_flow_supervision():
+    reference = torch.randn(2, 4, 32, 32)
+    levels = [downsample_flow(reference, (8, 8)), downsample_flow(reference, (16, 16)), reference]
+    valid = torch.ones(2)
+    assert flow_supervision(levels, reference, valid).item() == pytest.approx(1e-3, rel=1e-3)
+    # one full-resolution pixel of error everywhere, on every level
+    off = [f + 1.0 / (32 // f.shape[-1]) for f in levels]
+    assert flow_supervision(off, reference, valid).item() == pytest.approx(1.0, rel=1e-3)
+    # samples without a reference do not count
+    assert flow_supervision(off, reference, torch.zeros(2)).item() == 0.0
+    mixed = [torch.cat([f[:1], f[1:] + 10]) for f in off]
+    assert flow_supervision(mixed, reference, torch.tensor([1.0, 0.0])).item() == pytest.approx(1.0, rel=1e-3)
+
+
+# -------------------------------------------------------------------------------------------- schedule
+
+
+def test_warmup_is_linear_and_reaches_init_lr():
+    init, low, warmup, total = 2e-4, 2e-5, 100, 1000
+    assert learning_rate(0, total, init, low, warmup) == pytest.approx(init / warmup)
+    assert learning_rate(49, total, init, low, warmup) == pytest.approx(init * 50 / warmup)
+    values = [learning_rate(s, total, init, low, warmup) for s in range(warmup)]
+    assert np.allclose(np.diff(values), init / warmup)
+    assert learning_rate(warmup - 1, total, init, low, warmup) == pytest.approx(init)   # end of warm-up
+    assert learning_rate(warmup, total, init, low, warmup) == pytest.approx(init)       # cosine starts at init
+
+
+def test_cosine_midpoint_and_floor():
+    init, low, warmup, total = 2e-4, 2e-5, 100, 1100
+    assert learning_rate(600, total, init, low, warmup) == pytest.approx((init + low) / 2)
+    assert learning_rate(total, total, init, low, warmup) == pytest.approx(low)
+    assert learning_rate(5 * total, total, init, low, warmup) == pytest.approx(low)      # stays at the floor
+    values = [learning_rate(s, total, init, low, warmup) for s in range(warmup, total + 1)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert min(values) >= low
+
+
+def test_schedule_without_warmup():
+    assert learning_rate(0, 10, 1.0, 0.0, 0) == pytest.approx(1.0)
+    assert learning_rate(5, 10, 1.0, 0.0, 0) == pytest.approx(0.5)

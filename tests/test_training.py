@@ -1,0 +1,362 @@
+"""The training tool end to end on a tiny Vimeo90K-layout fixture: 2-process Gloo DDP through torchrun, exact
+resume (staged with --stop_at_step and after a real SIGINT), fine-tuning from --model_file, config errors,
+and that training on a fixed batch lowers the loss.
+
+Runs are tiny (64x64 frames, 32x32 crops, pyr_level 2, a handful of steps) and run in subprocesses, so the
+tool's signal handlers, process groups and TensorBoard writers never touch the pytest process.
+"""
+import glob
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+import core
+from core.losses import frame_loss
+from core.schedule import learning_rate
+from tools.train import build_parser, parse_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 300
+
+
+def make_vimeo(root, n_train=6, n_test=2, size=64):
+    """Vimeo90K triplet layout: root/sequences/0000s/000t/im{1,2,3}.png listed in tri_{train,test}list.txt.
+    Each triplet is three crops of a photo whose window moves by a few pixels per frame (real content, real
+    motion), so a model can learn something."""
+    image = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    keys = []
+    for n in range(n_train + n_test):
+        key = f"{n // 4 + 1:05d}/{n % 4 + 1:04d}"
+        y, x, dy, dx = 30 + 17 * n, 20 + 13 * n, (n % 3) - 1, 2 + n % 2
+        folder = os.path.join(root, "sequences", key)
+        os.makedirs(folder)
+        for k in range(3):
+            crop = image[y + 2 * k * dy: y + 2 * k * dy + size, x + 2 * k * dx: x + 2 * k * dx + size]
+            assert cv2.imwrite(os.path.join(folder, f"im{k + 1}.png"), np.ascontiguousarray(crop[:, :, ::-1]))
+        keys.append(key)
+    with open(os.path.join(root, "tri_trainlist.txt"), "w") as f:
+        f.write("\n".join(keys[:n_train]) + "\n")
+    with open(os.path.join(root, "tri_testlist.txt"), "w") as f:
+        f.write("\n".join(keys[n_train:]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vimeo(tmp_path_factory):
+    return make_vimeo(str(tmp_path_factory.mktemp("data") / "vimeo_triplet"))
+
+
+def subprocess_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def tiny_args(data_root, log_root, exp_name, **overrides):
+    options = dict(data_root=data_root, train_log_root=log_root, exp_name=exp_name, pyr_level=2, batch_size=2,
+                   crop_h=32, crop_w=32, steps=8, warmup_steps=2, nr_data_worker=0, log_interval=1,
+                   image_interval=2, save_interval=100, threads=1, seed=5)
+    options.update(overrides)
+    args = []
+    for key, value in options.items():
+        if value is True:
+            args.append(f"--{key}")
+        elif value is not None and value is not False:
+            args += [f"--{key}", str(value)]
+    return args
+
+
+def run_train(args, cwd, check=True):
+    result = subprocess.run([sys.executable, "-m", "tools.train", *args], cwd=cwd, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}: max abs difference " \
+                          f"{max((a[k].float() - b[k].float()).abs().max().item() for k in different):.3g}"
+
+
+def logged_losses(log_path):
+    with open(log_path) as f:
+        return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"step (\d+)/\d+ \| loss (\S+)", f.read())}
+
+
+def checkpoint_dir(log_root, exp_name):
+    return os.path.join(log_root, exp_name, "checkpoints")
+
+
+# ------------------------------------------------------------------------------------------ torchrun DDP
+
+DDP_DRIVER = '''
+"""Runs tools.train.main() and then saves this rank's final weights (the model the tool built)."""
+import os, sys
+import torch
+import tools.train as train
+
+built = []
+build_model = train.build_model
+train.build_model = lambda *args, **kwargs: built.append(build_model(*args, **kwargs)) or built[-1]
+train.main(sys.argv[1:])
+torch.save(built[0].state_dict(), os.path.join(sys.argv[sys.argv.index("--train_log_root") + 1],
+                                               "rank%s.pt" % os.environ["RANK"]))
+'''
+
+
+def test_two_process_gloo_run(vimeo, tmp_path):
+    log_root = str(tmp_path / "log")
+    driver = tmp_path / "ddp_driver.py"
+    driver.write_text(DDP_DRIVER)
+    args = tiny_args(vimeo, log_root, "ddp", batch_size=1, steps=4, save_interval=2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(driver), *args]
+    result = subprocess.run(command, cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "world size 2, batch 1 per process (2 total)" in result.stdout
+    assert "6 training samples (3 steps per epoch)" in result.stdout
+
+    # both ranks end with identical parameters (they started from different random initialisations: DDP
+    # broadcasts rank 0's), equal to the saved checkpoint and different from the initialisation
+    rank0, rank1 = load(os.path.join(log_root, "rank0.pt")), load(os.path.join(log_root, "rank1.pt"))
+    assert_same_state(rank0, rank1)
+    ckpt = checkpoint_dir(log_root, "ddp")
+    assert_same_state(rank0, load(os.path.join(ckpt, "last.pkl")))
+    torch.manual_seed(5)
+    initial = core.build_model("base", pyr_level=2).state_dict()
+    assert any(not torch.equal(initial[k], rank0[k]) for k in initial)
+
+    assert sorted(os.listdir(ckpt)) == ["best.pkl", "last.pkl", "last.pt"]
+    state = load(os.path.join(ckpt, "last.pt"))
+    assert state["step"] == 4 and state["args"]["batch_size"] == 1
+    assert_same_state(state["model"], rank0)
+    losses = logged_losses(os.path.join(log_root, "ddp", "runtime.log"))
+    assert sorted(losses) == [1, 2, 3, 4] and all(math.isfinite(v) for v in losses.values())
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = glob.glob(os.path.join(log_root, "ddp", "tensorboard", "events.out.tfevents.*"))
+    assert len(events) == 1, events          # rank 0 only
+    accumulator = EventAccumulator(events[0], size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    assert {"train/loss", "train/lr", "train/loss_charbonnier", "train/loss_census", "val/psnr",
+            "val/ssim"} <= set(tags["scalars"])
+    assert {"train/images", "val/images"} <= set(tags["images"])
+    loss = accumulator.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4] and all(math.isfinite(e.value) for e in loss)
+    assert [e.value for e in accumulator.Scalars("train/lr")] == pytest.approx(
+        [learning_rate(s, 4, 2e-4, 2e-5, 2) for s in range(4)], rel=1e-6)
+    psnr = accumulator.Scalars("val/psnr")
+    assert [e.step for e in psnr] == [2, 4] and all(5 < e.value < 60 for e in psnr)
+    assert all(0 < e.value <= 1 for e in accumulator.Scalars("val/ssim"))
+    # image sheets: 4 frames wide, 2 rows (frames over flows); training crops 32, validation full 64x64
+    train_image, val_image = accumulator.Images("train/images")[0], accumulator.Images("val/images")[0]
+    assert (train_image.width, train_image.height) == (4 * 32, 2 * 32)
+    assert (val_image.width, val_image.height) == (4 * 64, 2 * 64)
+    assert [e.step for e in accumulator.Images("train/images")] == [1, 2, 4]
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize("amp, steps, batch_size", [("none", 8, 2), ("fp16", 4, 1)])
+def test_staged_run_equals_straight_run(vimeo, tmp_path, amp, steps, batch_size):
+    """N steps straight == N/2 steps (--stop_at_step, mid-epoch) + --resume for N/2 more, bit for bit.
+    With fp16 the loss scaler's state must be restored too."""
+    log_root = str(tmp_path / "log")
+    half = steps // 2
+    options = dict(amp=amp, steps=steps, batch_size=batch_size)
+    run_train(tiny_args(vimeo, log_root, "straight", **options), tmp_path)
+    first = run_train(tiny_args(vimeo, log_root, "staged", stop_at_step=half, **options), tmp_path)
+    assert f"step {half}: --stop_at_step {half}; saving" in first.stdout
+    staged = checkpoint_dir(log_root, "staged")
+    assert load(os.path.join(staged, "last.pt"))["step"] == half
+    assert not os.path.exists(os.path.join(staged, "best.pkl"))      # stopping skips validation
+    second = run_train(tiny_args(vimeo, log_root, "staged", resume=True, **options), tmp_path)
+    assert f"at step {half}" in second.stdout
+
+    straight_state = load(os.path.join(checkpoint_dir(log_root, "straight"), "last.pt"))
+    staged_state = load(os.path.join(staged, "last.pt"))
+    assert straight_state["step"] == staged_state["step"] == steps
+    assert_same_state(straight_state["model"], staged_state["model"])
+    for a, b in zip(straight_state["optimizer"]["state"].values(), staged_state["optimizer"]["state"].values()):
+        assert_same_state(a, b)
+    assert straight_state["scaler"] == staged_state["scaler"]
+    if amp == "fp16":   # scale and growth tracker (steps since the last overflow) carried across the resume
+        assert staged_state["scaler"]["scale"] > 0 and staged_state["scaler"]["_growth_tracker"] > 0
+    # the same losses, step by step
+    straight_losses = logged_losses(os.path.join(log_root, "straight", "runtime.log"))
+    staged_losses = logged_losses(os.path.join(log_root, "staged", "runtime.log"))
+    assert sorted(staged_losses) == list(range(1, steps + 1)) and staged_losses == straight_losses
+    assert straight_state["best_psnr"] == staged_state["best_psnr"] > 0
+
+
+def wait_for_step(log_path, minimum, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "training ended before it was signalled"
+        if os.path.exists(log_path):
+            steps = [int(s) for s in re.findall(r"step (\d+)/", open(log_path).read())]
+            if steps and max(steps) >= minimum:
+                return max(steps)
+        time.sleep(0.05)
+    raise AssertionError(f"no step {minimum} in {log_path} after {timeout} s")
+
+
+def test_sigint_saves_and_resume_continues_exactly(vimeo, tmp_path):
+    """Ctrl-C (SIGINT to the process group, data worker included) saves last.pt atomically and exits 0; the
+    resumed run then matches a run that never stopped."""
+    log_root = str(tmp_path / "log")
+    common = dict(steps=1000, nr_data_worker=1, image_interval=1000)
+    output = open(tmp_path / "signalled.out", "w")
+    process = subprocess.Popen([sys.executable, "-m", "tools.train",
+                                *tiny_args(vimeo, log_root, "signalled", **common)],
+                               cwd=str(tmp_path), env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for_step(os.path.join(log_root, "signalled", "runtime.log"), 2, process)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=120) == 0, open(tmp_path / "signalled.out").read()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output.close()
+    text = open(tmp_path / "signalled.out").read()
+    ckpt = checkpoint_dir(log_root, "signalled")
+    assert sorted(os.listdir(ckpt)) == ["last.pkl", "last.pt"]            # no .tmp-* left, no validation
+    stopped = load(os.path.join(ckpt, "last.pt"))["step"]
+    assert 2 <= stopped < 1000
+    assert f"step {stopped}: signal {int(signal.SIGINT)}; saving" in text
+    assert f"finished at step {stopped}" in text and "Traceback" not in text
+
+    target = stopped + 2
+    run_train(tiny_args(vimeo, log_root, "signalled", resume=True, stop_at_step=target, **common), tmp_path)
+    run_train(tiny_args(vimeo, log_root, "straight", stop_at_step=target, **common), tmp_path)
+    resumed = load(os.path.join(ckpt, "last.pt"))
+    straight = load(os.path.join(checkpoint_dir(log_root, "straight"), "last.pt"))
+    assert resumed["step"] == straight["step"] == target
+    assert_same_state(resumed["model"], straight["model"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(vimeo, tmp_path):
+    result = run_train(tiny_args(vimeo, str(tmp_path / "log"), "none", resume=True), tmp_path, check=False)
+    assert result.returncode != 0
+    assert "--resume but no checkpoint at" in result.stderr and "last.pt" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+
+def test_model_file_starts_from_given_weights(vimeo, tmp_path):
+    torch.manual_seed(99)
+    start = core.build_model("base").state_dict()
+    start_path = tmp_path / "start.pkl"
+    core.save_weights(start, start_path)
+    log_root = str(tmp_path / "log")
+    # a learning rate of 1e-12 keeps the weights at their start values, up to float rounding
+    result = run_train(tiny_args(vimeo, log_root, "finetune", model_file=start_path, steps=2, init_lr=1e-12,
+                                 min_lr=1e-12), tmp_path)
+    assert f"initialised from {start_path}" in result.stdout
+    final = load(os.path.join(checkpoint_dir(log_root, "finetune"), "last.pkl"))
+    assert final.keys() == start.keys()
+    assert max((final[k] - start[k]).abs().max().item() for k in start) < 1e-6
+
+
+# -------------------------------------------------------------------------------------------- options
+
+
+def test_config_file_values_and_command_line_precedence(tmp_path):
+    config = tmp_path / "tiny.py"
+    config.write_text("steps = 10\ncrop_h = 64\nvideo_paths = ['a', 'b']\n_helper = 3\n")
+    args = parse_args(["--config", str(config), "--steps", "20"])
+    assert (args.steps, args.crop_h, args.video_paths, args.crop_w) == (20, 64, ["a", "b"], 256)
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "typo.py"
+    config.write_text("steps = 10\nbatch_sise = 4\n")
+    with pytest.raises(SystemExit) as error:
+        parse_args(["--config", str(config)])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert f"{config}: unknown option(s) batch_sise" in message
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(tmp_path / "missing.py")])
+    assert "config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line, message", [("amp = 'bf'", "amp = 'bf' is not one of none, bf16, fp16"),
+                                           ("dataset = 'vimeo'", "dataset = 'vimeo' is not one of vimeo90k_triplet")])
+def test_config_value_outside_choices_is_a_clear_error(tmp_path, capsys, line, message):
+    # argparse only checks choices given on the command line; without this a typo in a config could be
+    # ignored (amp) or fail much later with an unrelated error (dataset)
+    config = tmp_path / "bad_value.py"
+    config.write_text(line + "\n")
+    with pytest.raises(SystemExit) as error:
+        parse_args(["--config", str(config)])
+    assert error.value.code == 2 and message in capsys.readouterr().err
+    assert parse_args(["--config", str(config), "--amp", "none", "--dataset", "synthetic"]).amp == "none"
+
+
+@pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_shipped_configs_parse(config):
+    args = parse_args(["--config", config])
+    assert args.steps > 0 and args.model_size in ("base", "large", "LARGE")
+
+
+def test_help_documents_staged_runs():
+    text = build_parser().format_help()
+    assert "--stop_at_step" in text and "staged runs" in text
+
+
+# ---------------------------------------------------------------------------------------------- learning
+
+
+@pytest.fixture
+def one_thread():
+    # one intra-op thread: much faster than 2 on a busy 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_on_a_fixed_batch_reduces_the_loss(one_thread):
+    """Overfit one triplet with the tool's optimiser settings (AdamW, init_lr, weight decay, loss)."""
+    defaults = build_parser().parse_args([])
+    torch.manual_seed(0)
+    image = cv2.resize(skimage.data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+    crop = lambda k: torch.from_numpy(image[20 + k:52 + k, 30 + 2 * k:62 + 2 * k].copy()).permute(2, 0, 1)[None]
+    img0, gt, img1 = (crop(k).float() / 255 for k in (0, 2, 4))
+    model = core.build_model("base", pyr_level=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults.init_lr, weight_decay=defaults.weight_decay)
+    losses = []
+    for _ in range(40):
+        prediction, _, _ = model(img0, img1, torch.tensor([0.5]))
+        loss, _ = frame_loss(prediction, gt, defaults.loss_type)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
