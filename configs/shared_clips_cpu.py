@@ -1,5 +1,5 @@
 # The recipe of the shipped checkpoint (checkpoints/upr-base.pkl): UPR-Net base trained on a 2-core CPU from
-# the real clips in ../shared/videos (train split: the first 85% of every shot) mixed half-and-half with
+# the real clips in ../shared/videos (train split: the first 85% of every clip) mixed half-and-half with
 # synthetic layered-motion triplets (exact flow), with flow supervision (exact on synthetic data, OpenCV DIS
 # on real data) fading out over the first half of the run. bf16 autocast + channels_last: ~2.4x faster on
 # CPUs with AVX512-BF16.
@@ -7,7 +7,7 @@ model_size = "base"
 pyr_level = 3
 dataset = "videos"
 video_paths = ["../shared/videos"]
-max_gap = 4
+max_gap = 5
 val_fraction = 0.15
 synthetic_ratio = 0.5
 synthetic_max_motion = 64.0

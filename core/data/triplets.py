@@ -130,9 +130,10 @@ class VideoTriplets(TripletDataset):
     """Triplets from users' own footage: video files (decoded with PyAV) and/or folders of frames.
 
     sources: paths of video files, frame folders, or directories holding either. Each clip is cut into shots at
-    scene cuts (:func:`core.video.find_scene_cuts`); a triplet never crosses a cut. Within a shot the first
-    ``1 - val_fraction`` of the frames are the "train" split and the rest the "val" split, so the two never
-    share a frame. Training picks a span s in [2, 2 * max_gap] frames and a middle frame j at random
+    scene cuts (:func:`core.video.find_scene_cuts`); a triplet never crosses a cut. The first ``1 - val_fraction``
+    of each clip's frames are the "train" split and the tail the "val" split (a split by time that keeps the
+    held-out frames contiguous, so long-gap tests can be built from them); the two never share a frame, and
+    ``split_frame[clip]`` records where the tail starts. Training picks a span s in [2, 2 * max_gap] frames and a middle frame j at random
     (t = (j - i) / s); validation uses consecutive triplets (s = 2, t = 0.5), every ``val_stride``-th one.
     """
 
@@ -144,19 +145,21 @@ class VideoTriplets(TripletDataset):
         self.split = split
         self.max_gap = max_gap
         self.clips, self.shots = [], []     # shots: (clip index, first frame, end frame exclusive)
+        self.split_frame = []
         for source in list_video_sources(sources):
             frames = read_all_frames(source)
             if not frames:
                 continue
             clip = len(self.clips)
             self.clips.append((source, frames))
+            boundary = int(round(len(frames) * (1 - val_fraction)))
+            self.split_frame.append(boundary)
             bounds = [0] + [c + 1 for c in find_scene_cuts(frames, scene_threshold)] + [len(frames)]
             for start, end in zip(bounds[:-1], bounds[1:]):
-                boundary = start + int(round((end - start) * (1 - val_fraction)))
                 if split == "train":
-                    start, end = start, boundary
+                    end = min(end, boundary)
                 elif split == "val":
-                    start = boundary
+                    start = max(start, boundary)
                 if end - start >= 3:
                     self.shots.append((clip, start, end))
         if not self.shots:
