@@ -1,4 +1,7 @@
 """Splatting and correlation against the reference vectors, hand-computed cases and gradcheck."""
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -118,3 +121,34 @@ def test_correlation_gradcheck_float64():
     a = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     b = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(correlation, (a, b))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_splat_rows_and_layouts_agree_with_full_splat(channels_last):
+    torch.manual_seed(1)
+    inp = torch.rand(2, 5, 12, 9)
+    flow = torch.randn(2, 2, 12, 9) * 3
+    if channels_last:
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    splatting = softsplat.Splatting(flow)
+    full = splatting.average(inp)
+    assert full.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.allclose(full, splat(inp.contiguous(), flow), atol=1e-6)
+    pieces = torch.cat([splatting.average(inp, rows=(0, 5)), splatting.average(inp, rows=(5, 12))], 2)
+    assert torch.allclose(pieces, full, atol=1e-6)
+    by_corner = splatting._sum_by_corner(inp.permute(0, 2, 3, 1).reshape(-1, 5))
+    assert torch.allclose(by_corner.view(2, 12, 9, 5).permute(0, 3, 1, 2), splatting.sum(inp), atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed (CUDA kernels are compile-checked only where it is)")
+@pytest.mark.parametrize("c_type", ["float", "double"])
+def test_cupy_kernel_source_compiles(tmp_path, c_type):
+    from core.ops.softsplat_cupy import kernel_source
+    source = tmp_path / "splat.cu"
+    source.write_text(kernel_source(c_type))
+    done = subprocess.run(["nvcc", "--ptx", str(source), "-o", str(tmp_path / "splat.ptx")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ptx = (tmp_path / "splat.ptx").read_text()
+    for name in ("splat_forward", "splat_backward_input", "splat_backward_flow"):
+        assert f".entry {name}" in ptx

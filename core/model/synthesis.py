@@ -3,7 +3,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import splat
+from ..ops import Splatting
+
+
+STRIP_MARGIN = 64
+"""Rows of context above and below a synthesis strip; the U-Net's receptive field is smaller (tested)."""
 
 
 def conv_prelu(in_channels, out_channels, stride=1):
@@ -47,39 +51,48 @@ class SynthesisNetwork(nn.Module):
         self.decoder_conv = nn.Sequential(*conv_prelu(2 * c, c), *conv_prelu(c, c))
         self.pred = nn.Conv2d(c, 5, 3, padding=1)
 
-    def warp(self, img0, img1, feats0, feats1, bi_flow, time_period):
-        """Forward-warp frames and features to time t.
-
-        bi_flow: N x 4 x H x W at the level's full resolution (pixels); t: float or N x 1 x 1 x 1 tensor.
-        Returns (warped_img0, warped_img1, warped_feats0, warped_feats1, flow_0t, flow_1t).
-        """
-        flows = flow_pyramid(bi_flow)
-        flow_0t = bi_flow[:, 0:2] * time_period
-        flow_1t = bi_flow[:, 2:4] * (1 - time_period)
-        warped0, warped1 = [], []
-        for level, (flow, feat0, feat1) in enumerate(zip(flows, feats0, feats1)):
-            f0t, f1t = (flow_0t, flow_1t) if level == 0 else (flow[:, 0:2] * time_period,
-                                                                 flow[:, 2:4] * (1 - time_period))
-            if level == 0:  # splat the frame together with its full-resolution features
-                feat0, feat1 = torch.cat([img0, feat0], 1), torch.cat([img1, feat1], 1)
-            warped0.append(splat(feat0, f0t, mode="average"))
-            warped1.append(splat(feat1, f1t, mode="average"))
-        warped_img0, warped0[0] = warped0[0][:, :3], warped0[0][:, 3:]
-        warped_img1, warped1[0] = warped1[0][:, :3], warped1[0][:, 3:]
-        return warped_img0, warped_img1, warped0, warped1, flow_0t, flow_1t
-
-    def forward(self, img0, img1, feats0, feats1, bi_flow, time_period, last_interp=None):
+    def forward(self, img0, img1, feats0, feats1, bi_flow, time_period, last_interp=None, strip_rows=None):
         """img0, img1: N x 3 x H x W; feats*: the frame's feature pyramid; bi_flow: N x 4 x H x W (pixels).
 
         ``last_interp`` (N x 3 x H x W) is the previous level's result upsampled; None at the coarsest level.
+        ``strip_rows``: synthesize in horizontal strips of this many rows (a multiple of 4) to bound memory;
+        each strip is computed with :data:`STRIP_MARGIN` extra rows above and below, more than the U-Net's
+        receptive field, so the result equals the whole-frame result (up to float rounding).
         Returns the interpolated frame N x 3 x H x W in [0, 1].
         """
-        warped_img0, warped_img1, wfeats0, wfeats1, flow_0t, flow_1t = self.warp(
-            img0, img1, feats0, feats1, bi_flow, time_period)
+        height = img0.shape[-2]
+        flows = flow_pyramid(bi_flow)
+        flows_0t = [flow[:, 0:2] * time_period for flow in flows]
+        flows_1t = [flow[:, 2:4] * (1 - time_period) for flow in flows]
+        warps = [(Splatting(f0t), Splatting(f1t)) for f0t, f1t in zip(flows_0t, flows_1t)]
+        inputs = (img0, img1, feats0, feats1, flows_0t[0], flows_1t[0], warps, time_period, last_interp)
+        if strip_rows is None or strip_rows >= height:
+            return self._synthesize_rows(*inputs, 0, height)
+        if strip_rows % 4:
+            raise ValueError(f"strip_rows must be a multiple of 4, got {strip_rows}")
+        return torch.cat([self._synthesize_rows(*inputs, y0, min(height, y0 + strip_rows))
+                          for y0 in range(0, height, strip_rows)], 2)
+
+    def _synthesize_rows(self, img0, img1, feats0, feats1, flow_0t, flow_1t, warps, time_period, last_interp,
+                         y0, y1):
+        """Output rows y0 .. y1-1, computed from rows [y0 - margin, y1 + margin) of the warped inputs."""
+        height = img0.shape[-2]
+        top = 0 if y0 == 0 else max(0, y0 - STRIP_MARGIN)
+        bottom = height if y1 == height else min(height, y1 + STRIP_MARGIN)
+        rows = lambda scale: (top >> scale, bottom >> scale)
+        crop = lambda t: t[..., top:bottom, :]
+
+        (splat0, splat1) = warps[0]
+        warped_img0, warped_img1 = splat0.average(img0, rows(0)), splat1.average(img1, rows(0))
+        wfeats0 = [w0.average(f, rows(k)) for k, ((w0, _), f) in enumerate(zip(warps, feats0))]
+        wfeats1 = [w1.average(f, rows(k)) for k, ((_, w1), f) in enumerate(zip(warps, feats1))]
         if last_interp is None:
             last_interp = warped_img0 * (1 - time_period) + warped_img1 * time_period
+        else:
+            last_interp = crop(last_interp)
 
-        x = torch.cat([last_interp, warped_img0, warped_img1, img0, img1, flow_0t, flow_1t], 1)
+        x = torch.cat([last_interp, warped_img0, warped_img1, crop(img0), crop(img1), crop(flow_0t),
+                       crop(flow_1t)], 1)
         s0 = self.encoder_conv(x)
         s1 = self.encoder_down1(torch.cat([s0, wfeats0[0], wfeats1[0]], 1))
         s2 = self.encoder_down2(torch.cat([s1, wfeats0[1], wfeats1[1]], 1))
@@ -92,4 +105,5 @@ class SynthesisNetwork(nn.Module):
         mask0 = torch.sigmoid(x[:, 3:4]) * (1 - time_period)
         mask1 = torch.sigmoid(x[:, 4:5]) * time_period
         blend = (warped_img0 * mask0 + warped_img1 * mask1) / (mask0 + mask1)
-        return torch.clamp(blend + residual, 0, 1)
+        out = torch.clamp(blend + residual, 0, 1)
+        return out[..., y0 - top:y1 - top, :]

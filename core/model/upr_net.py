@@ -108,10 +108,12 @@ class UPRNet(nn.Module):
                                       upsample_flow(flow, factor)))
         return levels
 
-    def synthesize(self, levels, time_period=0.5):
+    def synthesize(self, levels, time_period=0.5, strip_rows=None):
         """Synthesize the frame at ``time_period`` from :meth:`estimate_motion`'s output.
 
-        Returns (interp_img N x 3 x H x W, list of per-level interpolations, coarse to fine).
+        ``strip_rows``: bound memory by synthesizing large levels in exact horizontal strips (see
+        :class:`SynthesisNetwork`). Returns (interp_img N x 3 x H x W, list of per-level interpolations,
+        coarse to fine).
         """
         t = as_time_tensor(time_period, levels[0].img0)
         interp = None
@@ -120,7 +122,7 @@ class UPRNet(nn.Module):
             if interp is not None:
                 interp = upsample_image(interp, motion.img0.shape[-1] // interp.shape[-1])
             interp = self.synthesis_network(motion.img0, motion.img1, motion.feats0, motion.feats1,
-                                            motion.full_flow, t, interp)
+                                            motion.full_flow, t, interp, strip_rows)
             interp_imgs.append(interp)
         return interp, interp_imgs
 

@@ -21,6 +21,7 @@ Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKE
 import os
 
 import torch
+import torch.nn.functional as F
 
 _MODES = ("summation", "average", "linear", "softmax")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -55,7 +56,7 @@ def _use_cupy(tensor):
 def _corner_indices_and_weights(flow):
     """Flat target index and bilinear weight of each source pixel for its four corners.
 
-    flow: N x 2 x H x W, pixels, channel 0 = x. Returns (index, weight), both 4 x N x H x W;
+    flow: N x 2 x H x W, pixels, channel 0 = x. Returns (index, weight), both 4 x N*H*W (corner-major);
     index is into the flattened N*H*W output, weight is 0 (and index 0) where the corner is off-frame.
     """
     n, _, h, w = flow.shape
@@ -67,8 +68,9 @@ def _corner_indices_and_weights(flow):
     y0 = torch.floor(target_y)
     frac_x = target_x - x0
     frac_y = target_y - y0
-    x0 = x0.long()
-    y0 = y0.long()
+    # clamped before the cast so huge flows cannot overflow; anything clamped lies off-frame anyway
+    x0 = x0.detach().clamp(-2, w + 1).long()
+    y0 = y0.detach().clamp(-2, h + 1).long()
     batch_offset = (torch.arange(n, device=flow.device) * (h * w)).view(n, 1, 1)
 
     indices, weights = [], []
@@ -78,30 +80,104 @@ def _corner_indices_and_weights(flow):
             inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
             weights.append(wx * wy * inside)
             indices.append(torch.where(inside, batch_offset + cy * w + cx, 0))
-    return torch.stack(indices), torch.stack(weights)
+    return torch.stack(indices).view(4, -1), torch.stack(weights).view(4, -1)
 
 
-def _splat_sum_torch(input, flow):
-    n, c, h, w = input.shape
-    index, weight = _corner_indices_and_weights(flow)
-    # Channels last so that each index_add row is one pixel's C values.
-    values = input.permute(0, 2, 3, 1).reshape(1, n * h * w, c)
-    source = (values * weight.reshape(4, n * h * w, 1)).reshape(4 * n * h * w, c)
-    output = input.new_zeros(n * h * w, c).index_add_(0, index.reshape(-1), source)
-    return output.view(n, h, w, c).permute(0, 3, 1, 2).contiguous()
+class Splatting:
+    """Bilinear forward splatting by one flow field, prepared once and applied to any number of inputs.
+
+    flow: N x 2 x H x W (pixels, x first). The four corner targets of every source pixel are sorted by target
+    once; each input is then summed target by target with ``F.embedding_bag`` (a weighted gather-sum that is
+    differentiable w.r.t. the input and the weights, hence the flow). The "average" normaliser is computed once
+    and cached. The result is channels_last if the input is, contiguous otherwise.
+    On devices without embedding_bag support (MPS) each corner is added with ``index_add_`` instead.
+    """
+
+    def __init__(self, flow):
+        if flow.dim() != 4 or flow.shape[1] != 2:
+            raise ValueError(f"splat: flow must be N x 2 x H x W, got {tuple(flow.shape)}")
+        if flow.dtype in _LOW_PRECISION:
+            flow = flow.float()
+        self.flow = flow
+        self.shape = (flow.shape[0], flow.shape[2], flow.shape[3])
+        self._bags = None
+        self._normalisers = {}
+
+    def _prepare(self):
+        """(source pixel, bag offsets, weight) of the corner contributions sorted by target pixel."""
+        if self._bags is None:
+            index, weight = _corner_indices_and_weights(self.flow)
+            pixels = index.shape[1]
+            index = index.reshape(-1)
+            order = torch.argsort(index, stable=True)          # stable: a deterministic summation order
+            counts = torch.bincount(index, minlength=pixels)
+            offsets = torch.cumsum(counts, 0) - counts
+            index_type = torch.int32 if 4 * pixels < 2 ** 31 else torch.int64   # halves memory at 4K
+            self._bags = ((order % pixels).to(index_type), offsets.to(index_type), weight.reshape(-1)[order])
+        return self._bags
+
+    def _sum_bags(self, table, first, last):
+        """Splat sums of target pixels (bags) first .. last-1 of the flattened N*H*W output: (last-first) x C."""
+        source, offsets, weight = self._prepare()
+        start = int(offsets[first])
+        end = int(offsets[last]) if last < len(offsets) else len(source)
+        return F.embedding_bag(source[start:end], table, offsets[first:last] - start, mode="sum",
+                               per_sample_weights=weight[start:end].to(table.dtype))
+
+    def sum(self, input, weight=None, rows=None):
+        """Summation splat of ``input`` (N x C x H x W), each source pixel optionally scaled by ``weight``
+        (N x 1 x H x W, applied per pixel before splatting). ``rows`` = (y0, y1) computes only output rows
+        y0 .. y1-1 (N x C x (y1-y0) x W), from all source pixels."""
+        n, h, w = self.shape
+        if input.dim() != 4 or input.shape[0] != n or tuple(input.shape[2:]) != (h, w):
+            raise ValueError(f"splat: input {tuple(input.shape)} and flow {tuple(self.flow.shape)} do not match")
+        y0, y1 = rows if rows is not None else (0, h)
+        if input.dtype in _LOW_PRECISION:
+            input = input.float()
+        if weight is not None:
+            input = input * weight
+        if _use_cupy(input):
+            from . import softsplat_cupy
+            return softsplat_cupy.splat_sum(input, self.flow.to(input.dtype))[:, :, y0:y1]
+        c = input.shape[1]
+        channels_last = input.is_contiguous(memory_format=torch.channels_last)
+        table = input.permute(0, 2, 3, 1).reshape(n * h * w, c)             # a view for channels_last input
+        if input.device.type == "mps":
+            output = self._sum_by_corner(table).view(n, h, w, c)[:, y0:y1]
+        elif (y0, y1) == (0, h):
+            output = self._sum_bags(table, 0, n * h * w)
+        else:
+            output = torch.cat([self._sum_bags(table, b * h * w + y0 * w, b * h * w + y1 * w) for b in range(n)])
+        output = output.view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
+        return output if channels_last else output.contiguous()
+
+    def _sum_by_corner(self, table):
+        index, corner_weight = _corner_indices_and_weights(self.flow)
+        output = table.new_zeros(table.shape)
+        for k in range(4):
+            output.index_add_(0, index[k], table * corner_weight[k, :, None].to(table.dtype))
+        return output
+
+    def normaliser(self, weight=None, rows=None):
+        """Splatted per-pixel weights (ones by default), N x 1 x H x W (or the given rows); exact zeros are
+        replaced by 1. Cached for the default weights."""
+        if weight is None and rows in self._normalisers:
+            return self._normalisers[rows]
+        ones = self.flow.new_ones(self.shape[0], 1, *self.shape[1:]) if weight is None else weight
+        normaliser = self.sum(ones, rows=rows)
+        normaliser = torch.where(normaliser == 0, torch.ones_like(normaliser), normaliser)
+        if weight is None:
+            self._normalisers[rows] = normaliser
+        return normaliser
+
+    def average(self, input, rows=None):
+        """Average splatting: the splat of ``input`` divided by the splat of ones (optionally only ``rows``)."""
+        return self.sum(input, rows=rows) / self.normaliser(rows=rows)
 
 
 def splat_sum(input, flow):
     """Summation splatting. input: N x C x H x W, flow: N x 2 x H x W (pixels, x first). Returns N x C x H x W."""
-    if input.shape[0] != flow.shape[0] or input.shape[2:] != flow.shape[2:] or flow.shape[1] != 2:
-        raise ValueError(f"splat: input {tuple(input.shape)} and flow {tuple(flow.shape)} do not match")
-    if input.dtype in _LOW_PRECISION or flow.dtype in _LOW_PRECISION:
-        # under bf16/fp16 autocast: accumulate in float32, the next conv casts back down
-        input, flow = input.float(), flow.float()
-    if _use_cupy(input):
-        from . import softsplat_cupy
-        return softsplat_cupy.splat_sum(input, flow)
-    return _splat_sum_torch(input, flow)
+    return Splatting(flow).sum(input)
 
 
 def splat(input, flow, metric=None, mode="average"):
@@ -111,18 +187,12 @@ def splat(input, flow, metric=None, mode="average"):
     """
     if mode not in _MODES:
         raise ValueError(f"unknown splatting mode {mode!r}; use one of {_MODES}")
+    splatting = Splatting(flow)
     if mode == "summation":
-        return splat_sum(input, flow)
+        return splatting.sum(input)
     if mode == "average":
-        weight = input.new_ones(input.shape[0], 1, *input.shape[2:])
-    else:
-        if metric is None:
-            raise ValueError(f"splatting mode {mode!r} needs a metric")
-        weight = metric if mode == "linear" else torch.exp(metric)
-    if mode == "average":
-        splatted = splat_sum(torch.cat([input, weight], 1), flow)
-    else:
-        splatted = splat_sum(torch.cat([input * weight, weight], 1), flow)
-    normaliser = splatted[:, -1:]
-    normaliser = torch.where(normaliser == 0, torch.ones_like(normaliser), normaliser)
-    return splatted[:, :-1] / normaliser
+        return splatting.average(input)
+    if metric is None:
+        raise ValueError(f"splatting mode {mode!r} needs a metric")
+    weight = metric if mode == "linear" else torch.exp(metric)
+    return splatting.sum(input, weight) / splatting.normaliser(weight)
