@@ -96,27 +96,45 @@ def cli_main(fn=None, *, extra_errors=()):
 
 # ---------------------------------------------------------------------------------------------- model options
 
-def add_model_arguments(parser, pyramid=True):
-    """Add --model_size, --model_file, --device (and --pyr_level, --nr_lvl_skipped) to ``parser``."""
+def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=None, model_size=True):
+    """Add the model options every interpolating tool shares: --model_size, --model_file, --device, --threads,
+    --precision, --low_memory and (with ``pyramid``) --pyr_level / --nr_lvl_skipped, whose defaults are
+    ``pyr_level`` / ``nr_lvl_skipped`` (None: chosen by resolution)."""
     from .options import MODEL_SIZES
 
     group = parser.add_argument_group("model")
-    group.add_argument("--model_size", default="base", choices=list(MODEL_SIZES),
-                       help="model size the checkpoint was trained as (default: base)")
+    if model_size:
+        group.add_argument("--model_size", default="base", choices=list(MODEL_SIZES),
+                           help="model size the checkpoint was trained as (default: base)")
     group.add_argument("--model_file", default=None,
                        help="checkpoint (.pkl/.pth/.safetensors; default: the shipped checkpoints/upr-base.pkl)")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="fp32: exact (default); bf16: faster autocast mode on CPUs with AVX512-BF16 and on GPUs")
+    group.add_argument("--low_memory", default="auto", choices=["auto", "on", "off"],
+                       help="synthesize large frames in exact strips to bound memory (auto: above ~1080p)")
     if pyramid:
-        group.add_argument("--pyr_level", type=int, default=None,
-                           help="pyramid levels (default: automatic by resolution, 3 up to 640 px ... 7 for 4K)")
-        group.add_argument("--nr_lvl_skipped", type=int, default=None,
-                           help="coarse-to-fine levels skipped at the finest scales (default: automatic)")
+        auto = "automatic by resolution: 3 up to 640 px ... 7 for 4K"
+        group.add_argument("--pyr_level", type=int, default=pyr_level,
+                           help=f"pyramid levels (default: {pyr_level if pyr_level is not None else auto})")
+        group.add_argument("--nr_lvl_skipped", type=int, default=nr_lvl_skipped,
+                           help="finest levels that skip motion estimation (default: "
+                                f"{nr_lvl_skipped if nr_lvl_skipped is not None else 'automatic'})")
     return group
 
 
 def interpolator_options(args):
-    """The keyword arguments for :class:`core.Interpolator` taken from parsed ``args``."""
-    options = {}
+    """The keyword arguments for :class:`core.Interpolator` taken from parsed ``args`` (also sets --threads)."""
+    import torch
+
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    options = {"precision": getattr(args, "precision", "fp32"),
+               "low_memory": {"auto": "auto", "on": True, "off": False}[getattr(args, "low_memory", "auto")]}
     pyr_level = getattr(args, "pyr_level", None)
     skipped = getattr(args, "nr_lvl_skipped", None)
     if pyr_level is not None and pyr_level < 1:
@@ -130,17 +148,22 @@ def interpolator_options(args):
     return options
 
 
+def select_device(name):
+    """--device value -> torch.device, with a one-line UsageError when it is not available."""
+    from .device import resolve_device
+    try:
+        return resolve_device(name)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--device {name}: {error}") from None
+
+
 def interpolator_from_args(args):
     """Build the :class:`core.Interpolator` described by ``args`` (see :func:`add_model_arguments`)."""
     from .checkpoint import CheckpointError
-    from .device import resolve_device
     from .interpolator import Interpolator
 
     options = interpolator_options(args)
-    try:
-        device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as error:
-        raise UsageError(f"--device {args.device}: {error}") from None
+    device = select_device(args.device)
     try:
         return Interpolator.from_checkpoint(args.model_file, args.model_size, device, **options)
     except CheckpointError as error:

