@@ -119,6 +119,19 @@ def rgb_to_yuv420p(rgb):
 
 # ---------------------------------------------------------------------------------------------- reading
 
+class _Closable:
+    """``with`` support for readers and writers: leaving the block calls ``close()``."""
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
     """The first audio stream of a video: what is copied into the output."""
@@ -147,7 +160,7 @@ def _audio_info(stream):
                      _stream_seconds(stream, stream.start_time) or 0.0)
 
 
-class VideoReader:
+class VideoReader(_Closable):
     """Decodes a video file frame by frame as RGB uint8 arrays (one frame in memory at a time).
 
     Attributes: ``fps`` (Fraction), ``width``, ``height``, ``frame_count`` (an estimate from the header; the
@@ -210,12 +223,6 @@ class VideoReader:
     def close(self):
         self.container.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def _natural_key(name):
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
@@ -228,7 +235,7 @@ def list_frame_files(folder):
     return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
 
 
-class FrameFolderReader:
+class FrameFolderReader(_Closable):
     """Reads a folder of PNG frames (natural sort order) as RGB arrays (uint8, or uint16 for 16-bit PNGs).
 
     Grey and RGBA frames are converted to RGB. All frames must have the size of the first one.
@@ -268,14 +275,6 @@ class FrameFolderReader:
             self.frames_read += 1
             yield image
 
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open_reader(path, fps=None):
@@ -437,7 +436,7 @@ class _AudioPassThrough:
         self.input.close()
 
 
-class VideoWriter:
+class VideoWriter(_Closable):
     """Encodes RGB frames (H x W x 3, uint8 / uint16 / float) to a video file at ``fps``.
 
     ``audio_source``: a video whose first audio stream is copied into the output (see the module docstring),
@@ -503,14 +502,8 @@ class VideoWriter:
             self.container.close()
             self.container = None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class FrameFolderWriter:
+class FrameFolderWriter(_Closable):
     """Writes frames as ``frame_000000.png``, ``frame_000001.png``, ... (8- or 16-bit as given) into a folder,
     which must not hold PNG files yet (so frames of an earlier run never mix with new ones)."""
 
@@ -533,14 +526,6 @@ class FrameFolderWriter:
             raise VideoError(f"cannot write frame {path}")
         self.frames_written += 1
 
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open_writer(path, fps, width, height, **video_options):

@@ -91,3 +91,24 @@ def test_bad_inputs_are_rejected(interpolator):
 def test_no_checkpoint_for_other_sizes():
     with pytest.raises(InputError, match="no checkpoint ships"):
         core.Interpolator.from_checkpoint(model_size="large")
+
+
+def test_low_memory_strips_and_layouts_give_the_same_frame(golden, monkeypatch):
+    import core.interpolator as interpolator_module
+    monkeypatch.setattr(interpolator_module, "STRIP_ROWS", 32)
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    case = golden["cases"][1]
+    outputs = [core.Interpolator(model, "cpu", low_memory=low, channels_last=cl).interpolate(
+        case["img0"], case["img1"], 0.3) for low, cl in ((False, False), (True, True), (True, False))]
+    for out in outputs:
+        assert (out - case["interp_img"]).abs().max() <= 2e-4
+
+
+def test_bf16_fast_mode_stays_close(golden):
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    case = golden["cases"][0]
+    fast = core.Interpolator(model, "cpu", precision="bf16").interpolate(case["img0"], case["img1"], 0.5)
+    assert fast.dtype == torch.float32 and fast.shape == case["interp_img"].shape
+    assert (fast - case["interp_img"]).abs().mean() < 0.02
+    with pytest.raises(InputError, match="precision"):
+        core.Interpolator(model, "cpu", precision="fp8")

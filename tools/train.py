@@ -74,7 +74,8 @@ def build_parser():
                    help="flow weight decays linearly to 0 over this many steps (0: constant)")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast precision; 'none' is exact float32")
-    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last tensors (default: on for the CPU, where oneDNN convolutions are ~1.5x faster)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="vimeo90k_triplet",
                    choices=["vimeo90k_triplet", "vimeo90k_septuplet", "videos", "synthetic"])
@@ -302,6 +303,8 @@ def main(argv=None):
     if args.model_file:
         load_weights(model, args.model_file)
         logger.line(f"initialised from {args.model_file}")
+    if args.channels_last is None:
+        args.channels_last = device.type == "cpu"
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.init_lr, weight_decay=args.weight_decay)

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from ..ops import Splatting
 
 
-STRIP_MARGIN = 64
-"""Rows of context above and below a synthesis strip; the U-Net's receptive field is smaller (tested)."""
+STRIP_MARGIN = 32
+"""Rows of context above and below a synthesis strip. The U-Net's receptive field reaches 29 pixels: 2 (full-res
+convs) + 1 + 4 (down to 1/2) + 2 + 8 (down to 1/4) + 4 + 2 (up to 1/2) + 2 + 1 (up to full) + 3 (last convs);
+32 covers it and keeps strips aligned to the 1/4 grid."""
 
 
 def conv_prelu(in_channels, out_channels, stride=1):
