@@ -114,3 +114,30 @@ def test_channels_last_gradients_match_default_layout(golden):
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_new_model_starts_as_frame_averaging():
+    """Fresh weights: near-zero flow and output convolutions, so the first prediction is the linear blend."""
+    torch.manual_seed(0)
+    model = core.build_model("base")
+    img0, img1 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        interp, bi_flow, _ = model(img0, img1, 0.25)
+    assert bi_flow.abs().max() < 0.05
+    assert (interp - (0.75 * img0 + 0.25 * img1)).abs().max() < 0.02
+
+
+def test_calibrate_feature_scale_gives_unit_feature_convolutions():
+    from core.model.upr_net import calibrate_feature_scale
+    torch.manual_seed(0)
+    model = core.build_model("base")
+    images = torch.rand(2, 3, 64, 64)
+    calibrate_feature_scale(model, images)
+    stds = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(out.std().item()))
+             for m in model.feat_pyramid.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.feat_pyramid(images)
+    for hook in hooks:
+        hook.remove()
+    assert len(stds) == 12 and stds == pytest.approx([1.0] * 12, rel=1e-3)

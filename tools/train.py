@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from core import build_model, load_weights, save_weights
+from core.model.upr_net import calibrate_feature_scale
 from core.checkpoint import atomic_save, strip_prefix
 from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTriplets, Vimeo90KSeptuplets, \
     Vimeo90KTriplets
@@ -326,12 +327,18 @@ def main(argv=None):
         random.setstate(state["python_rng"])
         logger.line(f"resumed from {last_path} at step {step}")
 
+    train_set, val_set = build_datasets(args)
+    if step == 0 and not args.model_file:
+        # from scratch: give the features unit scale on a few validation frames (identical on every rank)
+        frames = torch.stack([val_set[i]["img0"] for i in range(min(8, len(val_set)))]).to(device)
+        calibrate_feature_scale(model, frames.contiguous(memory_format=memory_format))
+        logger.line(f"feature scale calibrated on {len(frames)} validation frames")
+
     ddp_model = model
     if world_size > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    train_set, val_set = build_datasets(args)
     sampler = EpochIndexSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed)
     steps_per_epoch = (len(train_set) // world_size) // args.batch_size
     if steps_per_epoch == 0:
