@@ -76,3 +76,13 @@ def test_model_file_needs_a_single_size(capsys):
     with pytest.raises(SystemExit) as exit_info:
         runtime.main(["--model_file", "x.pkl", "--no-memory"] + TINY)
     assert exit_info.value.code == 2 and "exactly one" in capsys.readouterr().err
+
+
+def test_training_speed_prints_every_mode(capsys):
+    from tools import training_speed
+    training_speed.main(["--batch_size", "1", "--crop", "32", "--warmup", "0", "--repeats", "1", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0].strip() for line in lines[1:]] == [name for name, _, _ in training_speed.MODES]
+    assert lines[1].rstrip().endswith("1.00x")
+    with pytest.raises(SystemExit):
+        training_speed.main(["--crop", "33"])

@@ -1,0 +1,74 @@
+"""Seconds per training step (forward, Charbonnier + census loss, backward, AdamW) in each CPU/GPU mode.
+
+    python -m tools.training_speed                       # base, batch 8, 256x256 crops, 2 warm-up + 3 timed steps
+    python -m tools.training_speed --model_size large --batch_size 4 --crop 224
+
+Modes: fp32 with the default memory format, fp32 channels_last, and bf16 autocast with channels_last (what
+``tools.train --amp bf16`` runs; channels_last is the training default on the CPU). Random frames and weights:
+the time does not depend on them. Prints the median step time of each mode and the speed-up over the first.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+import core
+from core.cli import select_device
+from core.losses import frame_loss
+
+MODES = (("fp32", False, None), ("fp32 channels_last", True, None), ("bf16 channels_last", True, torch.bfloat16))
+
+
+def time_steps(model_size, batch_size, crop, device, channels_last, autocast_dtype, warmup, repeats, seed=0):
+    """Median seconds per optimisation step over ``repeats`` timed steps after ``warmup`` untimed ones."""
+    torch.manual_seed(seed)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = core.build_model(model_size).to(device, memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    img0, img1, gt = (torch.rand(batch_size, 3, crop, crop, device=device) for _ in range(3))
+    img0, img1 = (x.contiguous(memory_format=memory_format) for x in (img0, img1))
+    time_period = torch.full((batch_size,), 0.5, device=device)
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            prediction, _, _ = model(img0, img1, time_period)
+        loss, _ = frame_loss(prediction.float(), gt)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model_size", default="base", choices=list(core.MODEL_SIZES))
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256, help="square crop side in pixels, a multiple of 32")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.crop % 32:
+        p.error(f"--crop must be a multiple of 32, got {args.crop}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    print(f"{args.model_size}, batch {args.batch_size} x {args.crop}x{args.crop}, {device}, "
+          f"{torch.get_num_threads()} threads; median of {args.repeats} steps after {args.warmup} warm-up")
+    first = None
+    for name, channels_last, dtype in MODES:
+        seconds = time_steps(args.model_size, args.batch_size, args.crop, device, channels_last, dtype,
+                             args.warmup, args.repeats)
+        first = first or seconds
+        print(f"{name:20s} {seconds:7.2f} s/step  {1 / seconds:6.3f} steps/s  {first / seconds:5.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
