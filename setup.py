@@ -10,6 +10,7 @@ setup(
     description="UPR-Net video frame interpolation: model, training, benchmarks, demo and video tool",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
+    license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["core", "core.*", "tools", "tools.*", "demo", "demo.*"]),
     install_requires=requirements,
