@@ -11,7 +11,7 @@
   The timed call pads 640x480 to 640x512 (the Interpolator pads to a multiple of 64): base does 197 GFLOP
   there; the bare forward at 640x480 (the paper's setting) is also counted and reported, 185 GFLOP for base.
 * peak memory at 640x480, 1920x1080 and 3840x2160, each in a fresh process (pyramid chosen by resolution:
-  L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (ru_maxrss, Python and torch included; the RSS
+  L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (VmHWM on Linux, Python and torch included; the RSS
   before the forward is reported as the baseline) and, on CUDA, torch.cuda.max_memory_allocated. On the CPU
   a resolution is skipped when it is predicted not to fit in the available memory (base needs about
   4 GiB at 1080p and, synthesizing in strips, under 7 GiB at 4K on the CPU), so the OOM killer never has to
@@ -178,7 +178,17 @@ def measure_speed(interpolator, args, rate):
 
 
 def max_rss_mb():
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: VmHWM from /proc/self/status (ru_maxrss survives fork + exec, so a child would report its parent's
+    peak when that is higher). Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
