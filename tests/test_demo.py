@@ -159,3 +159,17 @@ def test_run_cli_reports_known_errors_and_keeps_bugs(capsys):
     with pytest.raises(ZeroDivisionError):
         run_cli(bug)
     assert run_cli(lambda argv: None) == 0 and run_cli(lambda argv: 3) == 3
+
+
+def test_readme_demo_command_beats_averaging_with_the_shipped_checkpoint(tmp_path, capsys):
+    """The README's first command, as written (the shipped checkpoint, the shipped pair and its true middle)."""
+    import re
+    import shlex
+    with open(os.path.join(REPO, "README.md")) as f:
+        command = next(line for line in f if line.startswith("pip install -e . && python -m demo.interp_imgs"))
+    args = shlex.split(command.split("python -m demo.interp_imgs", 1)[1])
+    assert "--model_file" not in args and "--gt" in args
+    code, out, err = run_demo(capsys, *args, "--output_dir", tmp_path, "--device", "cpu")
+    assert code == 0, err
+    ours, naive = map(float, re.search(r"UPR-Net ([\d.]+) dB, averaging the inputs ([\d.]+) dB", out).groups())
+    assert ours > naive + 1.0, out
