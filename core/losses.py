@@ -2,10 +2,13 @@
 
 The paper trains on the final frame with Charbonnier + census. ``flow_supervision`` adds a robust loss between
 the estimated bi-directional flow of every level and a reference flow (exact for synthetic data, a teacher
-such as OpenCV's DIS flow for real video), which speeds up learning on small compute budgets.
+such as OpenCV's DIS flow for real video), which speeds up learning on small compute budgets; ``matching``
+trains the features that feed the motion estimator's correlation volume directly.
 """
 import torch
 import torch.nn.functional as F
+
+from .ops import correlation
 
 
 def charbonnier(prediction, target, eps=1e-6):
@@ -57,6 +60,28 @@ def flow_supervision(bi_flows, reference, valid):
         distance = torch.sqrt(((flow.float() - ref) * scale) ** 2 + 1e-6)
         total = total + (distance * weight).sum() / (weight.sum() * flow[0].numel())
     return total / len(bi_flows)
+
+
+def matching(feat0, feat1, reference, valid, max_displacement=4, temperature=5.0):
+    """Cross-entropy of the correlation volume against the reference displacement (a feature-matching loss).
+
+    feat0, feat1: N x C x h x w features of both frames at 1/4 of the frames' resolution; reference: N x 4 x H x W
+    flow at the frames' resolution (pixels; channels 0:2 from frame 0 to frame 1); valid: N. The flow is
+    area-downsampled to h x w, converted to feature pixels and rounded; the correlation volume (the motion
+    estimator's, 81 displacements for max_displacement 4) times ``temperature`` is scored as logits against that
+    displacement, over pixels whose displacement lies within the volume. Untrained features correlate best at the
+    true displacement on few pixels; this teaches them to match, so the cost volume becomes informative early.
+    """
+    d = max_displacement
+    size = 2 * d + 1
+    flow = downsample_flow(reference[:, 0:2], feat0.shape[-2:]).round().long()
+    inside = (flow.abs() <= d).all(1) & (valid.view(-1, 1, 1) > 0)
+    if not inside.any():
+        return reference.new_zeros(())
+    target = ((flow[:, 1] + d) * size + (flow[:, 0] + d)).clamp(0, size * size - 1)
+    logits = correlation(feat0.float(), feat1.float(), d) * temperature
+    loss = F.cross_entropy(logits, target, reduction="none")
+    return (loss * inside).sum() / inside.sum()
 
 
 LOSS_TYPES = ("charbonnier+census", "charbonnier", "l1")

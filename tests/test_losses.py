@@ -127,3 +127,41 @@ def test_cosine_midpoint_and_floor():
 def test_schedule_without_warmup():
     assert learning_rate(0, 10, 1.0, 0.0, 0) == pytest.approx(1.0)
     assert learning_rate(5, 10, 1.0, 0.0, 0) == pytest.approx(0.5)
+
+
+def _features_and_shifted(dx, dy):
+    """Random 1/4-resolution features and the same features moved by (dx, dy) feature pixels (frame 1)."""
+    torch.manual_seed(0)
+    feat0 = torch.randn(1, 16, 12, 12)
+    feat1 = torch.roll(feat0, shifts=(dy, dx), dims=(2, 3))
+    return feat0, feat1
+
+
+def test_matching_loss_prefers_the_true_displacement():
+    from core.losses import matching
+    feat0, feat1 = _features_and_shifted(2, -1)
+    valid = torch.ones(1)
+    # reference flow at the frames' resolution (4x the features): (8, -4) pixels is (2, -1) feature pixels
+    true_flow = torch.zeros(1, 4, 48, 48)
+    true_flow[:, 0], true_flow[:, 1] = 8.0, -4.0
+    wrong_flow = torch.zeros(1, 4, 48, 48)
+    wrong_flow[:, 0], wrong_flow[:, 1] = -8.0, 4.0
+    right, wrong = matching(feat0, feat1, true_flow, valid), matching(feat0, feat1, wrong_flow, valid)
+    # against log(81), the loss of a flat cost volume: well below at the true displacement, above at a wrong one
+    assert right < 0.5 * math.log(81) < math.log(81) < wrong
+    # no sample with a reference, or every displacement outside the +-4 window: nothing to learn from
+    assert matching(feat0, feat1, true_flow, torch.zeros(1)) == 0
+    assert matching(feat0, feat1, true_flow * 10, valid) == 0
+
+
+def test_matching_loss_gradient_sharpens_the_match():
+    from core.losses import matching
+    feat0, feat1 = _features_and_shifted(1, 1)
+    feat0 = (0.05 * feat0).requires_grad_()        # weak features: a flat cost volume, a high loss
+    flow = torch.zeros(1, 4, 48, 48)
+    flow[:, 0:2] = 4.0
+    before = matching(feat0, 0.05 * feat1, flow, torch.ones(1))
+    before.backward()
+    with torch.no_grad():
+        after = matching(feat0 - 50.0 * feat0.grad, 0.05 * feat1, flow, torch.ones(1))
+    assert after < before

@@ -33,7 +33,7 @@ from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTrip
 from core.data.synthetic import skimage_textures
 from core.flow_viz import flow_to_color
 from core.interpolator import pad_multiple, pad_to_multiple
-from core.losses import LOSS_TYPES, flow_supervision, frame_loss
+from core.losses import LOSS_TYPES, flow_supervision, frame_loss, matching
 from core.metrics import psnr, ssim
 from core.schedule import learning_rate
 from core.video import DEFAULT_SCENE_THRESHOLD
@@ -73,6 +73,9 @@ def build_parser():
                    help="weight of flow supervision (exact flow of synthetic data, --flow_teacher on real data)")
     g.add_argument("--flow_loss_decay_steps", type=int, default=0,
                    help="flow weight decays linearly to 0 over this many steps (0: constant)")
+    g.add_argument("--matching_loss_weight", type=float, default=0.0,
+                   help="weight of the feature-matching loss: cross-entropy of the finest level's correlation "
+                        "volume against the reference flow (same references as --flow_loss_weight; 0: off)")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast precision; 'none' is exact float32")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
@@ -404,6 +407,12 @@ def main(argv=None):
             if flow_weight > 0:
                 terms["flow"] = flow_supervision(extra["bi_flows"], batch["flow"], batch["flow_valid"])
                 loss = loss + flow_weight * terms["flow"]
+            if args.matching_loss_weight > 0:
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    feat0, feat1 = model.feat_pyramid(img0)[2], model.feat_pyramid(img1)[2]
+                terms["matching"] = matching(feat0, feat1, batch["flow"], batch["flow_valid"])
+                loss = loss + args.matching_loss_weight * terms["matching"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if args.grad_clip > 0:
