@@ -107,6 +107,12 @@ STRIP_ROWS = 256
 """Strip height: at 4K a strip with its margins is ~1.2 MP, which keeps the peak near 6.5 GB."""
 
 
+def synthesized_in_strips(height, width, low_memory="auto"):
+    """Whether a padded frame of height x width is synthesized in strips: always for ``low_memory`` True, never
+    for False, above :data:`STRIP_PIXELS` for "auto"."""
+    return low_memory is True or (low_memory == "auto" and height * width > STRIP_PIXELS)
+
+
 class Interpolator:
     """Wraps a UPR-Net for inference on frames of any size.
 
@@ -167,8 +173,7 @@ class Interpolator:
         multiple = pad_multiple(pyr_level)
         img0, img1 = (pad_to_multiple(img.to(self.device), multiple).contiguous(memory_format=self.memory_format)
                       for img in (img0, img1))
-        pixels = img0.shape[-2] * img0.shape[-1]
-        strips = self.low_memory is True or (self.low_memory == "auto" and pixels > STRIP_PIXELS)
+        strips = synthesized_in_strips(*img0.shape[-2:], self.low_memory)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
             frames = [self.model.synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()

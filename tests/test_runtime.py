@@ -64,7 +64,7 @@ def test_runtime_peak_memory_in_a_fresh_process(tmp_path, capsys, monkeypatch):
 def test_peak_prediction_scales_with_pixels():
     report = {"resolution": "1920x1080", "baseline_rss_mb": 600.0, "peak_rss_mb": 4200.0}
     # whole-frame synthesis at 4K (strips off): 4x the pixels of the 1080p run, 4x its memory above baseline
-    assert runtime.predicted_peak_mb("base", 3840, 2160, report, low_memory="off") == pytest.approx(600 + 4 * 3600)
+    assert runtime.predicted_peak_mb("base", 3840, 2160, report, low_memory=False) == pytest.approx(600 + 4 * 3600)
     # in strips (the default at 4K) a whole-frame report does not apply: the strips prior of 800 bytes per pixel
     assert runtime.predicted_peak_mb("base", 3840, 2160, report) == pytest.approx(700 + 3840 * 2160 * 800 / 2 ** 20)
     strips = {"resolution": "3840x2160", "baseline_rss_mb": 600.0, "peak_rss_mb": 7000.0}

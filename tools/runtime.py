@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 import core
-from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, STRIP_PIXELS, choose_pyramid, pad_multiple
+from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, pad_multiple, synthesized_in_strips
 from core.cli import interpolator_options, select_device
 from tools.benchmark_common import add_benchmark_model_arguments, check_pyramid, guarded, positive_int, write_json
 
@@ -243,22 +243,22 @@ def available_memory_mb():
     return None
 
 
-def synthesized_in_strips(width, height, low_memory):
-    pyr_level, _ = choose_pyramid(height, width)
-    m = pad_multiple(pyr_level)
-    pixels = (-(-width // m) * m) * (-(-height // m) * m)
-    return low_memory == "on" or (low_memory == "auto" and pixels > STRIP_PIXELS)
+def in_strips(width, height, low_memory):
+    """Whether the Interpolator synthesizes width x height in strips (padded for the pyramid chosen by
+    resolution); ``low_memory`` as the Interpolator takes it (True, False or "auto")."""
+    m = pad_multiple(choose_pyramid(height, width)[0])
+    return synthesized_in_strips(-(-height // m) * m, -(-width // m) * m, low_memory)
 
 
 def predicted_peak_mb(size, width, height, smaller=None, low_memory="auto"):
     """Peak RSS (MiB) expected for one interpolation at width x height on the CPU: a baseline plus a cost per
     pixel, taken from a smaller run's report (in the same whole-frame / strips regime) when that is higher than
     the prior (base measured ~1,700 bytes per pixel at 1080p whole-frame, ~700 at 4K in strips; wider models
-    need proportionally more)."""
-    strips = synthesized_in_strips(width, height, low_memory)
+    need proportionally more). ``low_memory``: True, False or "auto", as the Interpolator takes it."""
+    strips = in_strips(width, height, low_memory)
     per_pixel = (800 if strips else 1800) * core.model_options(size).feature_channels / 16
     baseline = 700.0
-    if smaller is not None and synthesized_in_strips(*map(int, smaller["resolution"].split("x")), low_memory) == strips:
+    if smaller is not None and in_strips(*map(int, smaller["resolution"].split("x")), low_memory) == strips:
         done_width, done_height = (int(v) for v in smaller["resolution"].split("x"))
         observed = (smaller["peak_rss_mb"] - smaller["baseline_rss_mb"]) * 2 ** 20 / (done_width * done_height)
         per_pixel, baseline = max(per_pixel, observed), smaller["baseline_rss_mb"]
@@ -320,7 +320,7 @@ def run(argv=None):
                 pyramid = choose_pyramid(mem_height, mem_width)
                 available = available_memory_mb() if device.type == "cpu" else None
                 if available is not None:
-                    need = predicted_peak_mb(size, mem_width, mem_height, last, args.low_memory)
+                    need = predicted_peak_mb(size, mem_width, mem_height, last, options["low_memory"])
                     if need > 0.9 * available:     # do not let the OOM killer pick another process
                         reports[name] = {"resolution": name, "error": f"skipped: would need about {need / 1024:.1f} "
                                          f"GiB, {available / 1024:.1f} GiB available"}
