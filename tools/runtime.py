@@ -177,18 +177,26 @@ def measure_speed(interpolator, args, rate):
     return result
 
 
+def _proc_mib(path, key):
+    """The "key: N kB" line of a /proc file in MiB, or None where the file or the line does not exist."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def max_rss_mb():
     """Peak resident set size of this process so far, in MiB.
 
     Linux: VmHWM from /proc/self/status (ru_maxrss survives fork + exec, so a child would report its parent's
     peak when that is higher). Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _proc_mib("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -233,14 +241,7 @@ def measure_peak_in_subprocess(size, width, height, args, threads):
 
 def available_memory_mb():
     """MemAvailable from /proc/meminfo in MiB, or None where that does not exist."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return _proc_mib("/proc/meminfo", "MemAvailable")
 
 
 def in_strips(width, height, low_memory):
