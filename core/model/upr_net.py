@@ -67,8 +67,9 @@ def initialize_weights(model):
     pyramid the correlation volume is nearly flat and the motion estimator barely learns on a small budget.
     Here every convolution gets He-normal weights for the slope of the activation that follows it (LeakyReLU 0.1
     or PReLU's initial 0.25; a transposed conv's fan-in counts the inputs that reach one output pixel) and zero
-    bias (feature-pyramid filters also zero-mean, see below); the two output convolutions (flow and residual/masks) start near zero, so a new model begins by
-    blending the frames with zero flow. Loading weights replaces all of this.
+    bias (feature-pyramid filters also zero-mean, see below); the two output convolutions (flow and
+    residual/masks) start near zero, so a new model begins by blending the frames with zero flow. Loading weights
+    replaces all of this.
     """
     modules = list(model.modules())
     for module, following in zip(modules, modules[1:] + [None]):
