@@ -16,24 +16,55 @@ def charbonnier(prediction, target, eps=1e-6):
     return torch.sqrt((prediction - target) ** 2 + eps).mean()
 
 
-def _ternary_transform(image, patch_size):
-    """N x 3 x H x W in [0, 1] -> N x P^2 x H x W soft census signature of the grey image (grey in [0, 1], so
-    the soft sign d / sqrt(0.81 + d^2) stays smooth for small differences and sensor noise costs little)."""
+def _patch_differences(image, patch_size):
+    """N x 3 x H x W in [0, 1] -> N x P^2 x H x W: every neighbour's grey value minus the centre's, over a
+    P x P patch (zero beyond the border). Grey in [0, 1]."""
     grey = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
-    p = patch_size
-    eye = torch.eye(p * p, dtype=image.dtype, device=image.device).view(p * p, 1, p, p)
-    patches = F.conv2d(grey, eye, padding=p // 2)
-    diff = patches - grey
-    return diff / torch.sqrt(0.81 + diff ** 2)
+    n, _, h, w = grey.shape
+    patches = F.unfold(grey, patch_size, padding=patch_size // 2).view(n, patch_size * patch_size, h, w)
+    return patches - grey
+
+
+def _soft_sign(difference):
+    """The soft census signature d / sqrt(0.81 + d^2): smooth for small differences, so sensor noise costs
+    little. Also the soft sign's square root denominator, which the gradient reuses."""
+    root = (difference * difference).add_(0.81).sqrt_()
+    return difference / root, root
+
+
+class _CensusDistance(torch.autograd.Function):
+    """Soft Hamming distance sum_k e_k^2 / (0.1 + e_k^2), e = soft_sign(difference) - target_signature, summed
+    over the P^2 channels: N x P^2 x H x W -> N x 1 x H x W. Autograd through the same formula runs about ten
+    full-size elementwise kernels each way and keeps their results; here the forward makes the per-element
+    derivative in place and the backward is one multiply, for the same values (to float rounding)."""
+
+    @staticmethod
+    def forward(ctx, difference, target_signature):
+        signature, root = _soft_sign(difference)
+        error = signature.sub_(target_signature)
+        squared = error * error
+        denominator = squared + 0.1
+        distance = (squared / denominator).sum(1, keepdim=True)
+        if ctx.needs_input_grad[0]:
+            # d/d(difference) = 0.2 e / (0.1 + e^2)^2 * 0.81 / root^3
+            scale = denominator.mul_(denominator).mul_(root).mul_(root).mul_(root)
+            derivative = error.mul_(0.162).div_(scale)
+            ctx.save_for_backward(derivative)
+        return distance
+
+    @staticmethod
+    def backward(ctx, grad_distance):
+        (derivative,) = ctx.saved_tensors
+        return derivative * grad_distance, None
 
 
 def census(prediction, target, patch_size=7):
     """Ternary census loss (soft Hamming distance of 7 x 7 census signatures), averaged over the frame
-    interior (a border of patch_size // 2 pixels, where patches leave the image, is excluded)."""
-    t_pred = _ternary_transform(prediction, patch_size)
-    t_target = _ternary_transform(target, patch_size)
-    d = (t_pred - t_target) ** 2
-    distance = (d / (0.1 + d)).sum(1, keepdim=True)
+    interior (a border of patch_size // 2 pixels, where patches leave the image, is excluded). Gradients flow to
+    ``prediction`` only."""
+    with torch.no_grad():
+        target_signature = _soft_sign(_patch_differences(target, patch_size))[0]
+    distance = _CensusDistance.apply(_patch_differences(prediction, patch_size), target_signature)
     r = patch_size // 2
     return distance[..., r:-r, r:-r].mean()
 

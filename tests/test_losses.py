@@ -65,6 +65,34 @@ def test_census_has_finite_gradients():
     assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
 
 
+def census_by_autograd(prediction, target, patch_size=7):
+    """The census loss spelled out pixel by pixel with explicit shifts, differentiated by autograd."""
+    def signature(image):
+        grey = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
+        r = patch_size // 2
+        padded = torch.nn.functional.pad(grey, (r, r, r, r))
+        h, w = grey.shape[-2:]
+        diffs = torch.cat([padded[..., dy:dy + h, dx:dx + w] - grey
+                           for dy in range(patch_size) for dx in range(patch_size)], 1)
+        return diffs / torch.sqrt(0.81 + diffs ** 2)
+
+    d = (signature(prediction) - signature(target)) ** 2
+    r = patch_size // 2
+    return (d / (0.1 + d)).sum(1)[..., r:-r, r:-r].mean()
+
+
+def test_census_value_and_gradient_match_autograd_of_the_formula():
+    target = photo(40)
+    prediction = (target.roll(2, -1) * 0.9 + 0.05).requires_grad_()
+    reference = prediction.detach().clone().requires_grad_()
+    loss, expected = census(prediction, target), census_by_autograd(reference, target)
+    loss.backward(), expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.allclose(prediction.grad, reference.grad, rtol=1e-9, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda p: census(p, target[..., :12, :12]), prediction[..., :12, :12].detach()
+                                    .clone().requires_grad_())
+
+
 def test_frame_loss_types():
     prediction, target = photo(32).float(), photo(32).float().roll(2, -1)
     total, terms = frame_loss(prediction, target, "charbonnier+census")
