@@ -1,6 +1,8 @@
-"""tools.runtime: the size flag selects the model, FLOP counting, and a tiny end-to-end run."""
+"""tools.runtime: the size flag selects the model, FLOP counting, and a tiny end-to-end run; the allocator
+setting the tools apply."""
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -86,3 +88,29 @@ def test_training_speed_prints_every_mode(capsys):
     assert lines[1].rstrip().endswith("1.00x")
     with pytest.raises(SystemExit):
         training_speed.main(["--crop", "33"])
+
+
+FAULTS_SCRIPT = """
+import resource, sys, torch
+from core.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+faults = []
+for _ in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(64 * 2 ** 20 // 4)          # 64 MiB, freed at once
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[-3:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_keep_freed_memory_reuses_large_blocks_instead_of_faulting_them_in_again():
+    """A 64 MiB tensor is 16,384 pages: by default each new one faults every page in again; once freed memory
+    is kept, repeated allocations of the same size settle on touched pages (the heap grows for the first few)."""
+    def faults(mode):
+        result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                                cwd=ROOT, env={**os.environ, "UPR_KEEP_FREED_MEMORY": "1"}, check=True)
+        return int(result.stdout.split()[-1])
+    assert faults("default") > 3 * 15000
+    assert faults("keep") < 1000

@@ -15,6 +15,7 @@ import torch
 
 import core
 from core.cli import select_device
+from core.device import keep_freed_memory
 from core.losses import frame_loss
 
 MODES = (("fp32", False, None), ("fp32 channels_last", True, None), ("bf16 channels_last", True, torch.bfloat16))
@@ -54,7 +55,12 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                   help="keep: freed memory is reused, as in tools.train (core.device.keep_freed_memory); "
+                        "default: the C library's default (large blocks mapped afresh every time)")
     args = p.parse_args(argv)
+    if args.allocator == "keep":
+        keep_freed_memory()
     if args.crop % 32:
         p.error(f"--crop must be a multiple of 32, got {args.crop}")
     if args.threads:
