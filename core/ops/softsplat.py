@@ -13,7 +13,7 @@ Modes (``splat(input, flow, metric, mode)``):
 A normaliser that is exactly 0 (no pixel landed there) is replaced by 1, so empty pixels come out 0.
 
 Backends, chosen in one place (:func:`splat_sum`):
-    "torch"  pure PyTorch (index_add), runs on CPU, CUDA and MPS; the reference.
+    "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS; the reference.
     "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable.
     "auto"   (default) cupy for CUDA tensors when available, torch otherwise.
 Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=torch|cupy|auto``.
@@ -53,11 +53,18 @@ def _use_cupy(tensor):
     return False
 
 
-def _corner_indices_and_weights(flow):
-    """Flat target index and bilinear weight of each source pixel for its four corners.
+CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
+"""The four bilinear corners (dy, dx) of a splatted pixel, relative to its top-left target."""
 
-    flow: N x 2 x H x W, pixels, channel 0 = x. Returns (index, weight), both 4 x N*H*W (corner-major);
-    index is into the flattened N*H*W output, weight is 0 (and index 0) where the corner is off-frame.
+
+def _cells_and_weights(flow):
+    """Top-left target slot and the four bilinear corner weights of every source pixel.
+
+    flow: N x 2 x H x W, pixels, channel 0 = x. Targets are slots of a grid padded by one row above and below
+    and one column on the left, (H+2) x (W+1) per image (image pixel (y, x) is slot (y+1) * (W+1) + x+1), so
+    every corner of a pixel that touches the frame has a slot; corner (dy, dx) of a source pixel is its cell's
+    slot + dy * (W+1) + dx. Returns (cell N*H*W int32/int64, weight 4 x N*H*W in the order of
+    :data:`CORNERS`); a corner off the frame has weight 0 (far-off cells are clamped onto the grid).
     """
     n, _, h, w = flow.shape
     grid_x = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
@@ -68,28 +75,33 @@ def _corner_indices_and_weights(flow):
     y0 = torch.floor(target_y)
     frac_x = target_x - x0
     frac_y = target_y - y0
-    # clamped before the cast so huge flows cannot overflow; anything clamped lies off-frame anyway
-    x0 = x0.detach().clamp(-2, w + 1).long()
-    y0 = y0.detach().clamp(-2, h + 1).long()
-    batch_offset = (torch.arange(n, device=flow.device) * (h * w)).view(n, 1, 1)
-
-    indices, weights = [], []
-    for dy, wy in ((0, 1 - frac_y), (1, frac_y)):
-        for dx, wx in ((0, 1 - frac_x), (1, frac_x)):
-            cx, cy = x0 + dx, y0 + dy
-            inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-            weights.append(wx * wy * inside)
-            indices.append(torch.where(inside, batch_offset + cy * w + cx, 0))
-    return torch.stack(indices).view(4, -1), torch.stack(weights).view(4, -1)
+    # clamped before the cast so huge flows cannot overflow; a clamped cell has no corner on the frame
+    x0 = x0.detach().clamp(-2, w + 1)
+    y0 = y0.detach().clamp(-2, h + 1)
+    weights = []
+    for dy, dx in CORNERS:
+        weight_x = frac_x if dx else 1 - frac_x
+        weight_y = frac_y if dy else 1 - frac_y
+        inside = (x0 + dx >= 0) & (x0 + dx < w) & (y0 + dy >= 0) & (y0 + dy < h)
+        weights.append(weight_x * weight_y * inside)
+    index_type = torch.int32 if 4 * n * (h + 2) * (w + 1) < 2 ** 31 else torch.int64
+    cell_x = (x0.clamp(-1, w - 1) + 1).to(index_type)
+    cell_y = (y0.clamp(-1, h - 1) + 1).to(index_type)
+    image = (torch.arange(n, device=flow.device, dtype=index_type) * ((h + 2) * (w + 1))).view(n, 1, 1)
+    cell = image + cell_y * (w + 1) + cell_x
+    return cell.reshape(-1), torch.stack(weights).view(4, -1)
 
 
 class Splatting:
     """Bilinear forward splatting by one flow field, prepared once and applied to any number of inputs.
 
-    flow: N x 2 x H x W (pixels, x first). The four corner targets of every source pixel are sorted by target
-    once; each input is then summed target by target with ``F.embedding_bag`` (a weighted gather-sum that is
-    differentiable w.r.t. the input and the weights, hence the flow). The "average" normaliser is computed once
-    and cached. The result is channels_last if the input is, contiguous otherwise.
+    flow: N x 2 x H x W (pixels, x first). The 4 * N*H*W corner contributions are ordered by target pixel once:
+    the source pixels are sorted by their top-left target (stable, N*H*W keys), which orders each corner's
+    contributions by target too, and the four runs are merged by counting (every target's contributions come
+    corner by corner, each in source order: a deterministic summation order). Each input is then summed target by
+    target with ``F.embedding_bag`` (a weighted gather-sum, differentiable w.r.t. the input and the weights,
+    hence the flow). The "average" normaliser is computed once and cached. The result is channels_last if the
+    input is, contiguous otherwise.
     On devices without embedding_bag support (MPS) each corner is added with ``index_add_`` instead.
     """
 
@@ -103,21 +115,36 @@ class Splatting:
         self._bags = None
         self._normalisers = {}
 
+    def _slots(self):
+        """(slots per image row, slots per image, all slots): the padded target grid of :func:`_cells_and_weights`
+        plus one slot that the bottom-right corner of the last image's last cell may reach."""
+        n, h, w = self.shape
+        return w + 1, (h + 2) * (w + 1), n * (h + 2) * (w + 1) + 1
+
     def _prepare(self):
-        """(source pixel, bag offsets, weight) of the corner contributions sorted by target pixel."""
+        """(source pixel, bag offset per target slot, weight) of the corner contributions in target order."""
         if self._bags is None:
-            index, weight = _corner_indices_and_weights(self.flow)
-            pixels = index.shape[1]
-            index = index.reshape(-1)
-            order = torch.argsort(index, stable=True)          # stable: a deterministic summation order
-            counts = torch.bincount(index, minlength=pixels)
-            offsets = torch.cumsum(counts, 0) - counts
-            index_type = torch.int32 if 4 * pixels < 2 ** 31 else torch.int64   # halves memory at 4K
-            self._bags = ((order % pixels).to(index_type), offsets.to(index_type), weight.reshape(-1)[order])
+            cell, weight = _cells_and_weights(self.flow)
+            pixels, index_type = cell.shape[0], cell.dtype
+            row, _, slots = self._slots()
+            order = torch.argsort(cell, stable=True)
+            sorted_cell = cell[order]
+            per_cell = torch.bincount(cell, minlength=slots)
+            rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
+            shifts = [dy * row + dx for dy, dx in CORNERS]
+            per_corner = [F.pad(per_cell, (shift, 0))[:slots] for shift in shifts]   # corner k's count per slot
+            per_slot = sum(per_corner)
+            segment_start = torch.cumsum(per_slot, 0) - per_slot
+            offsets = segment_start.to(index_type)
+            position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
+            for k, shift in enumerate(shifts):                 # corner k's run goes after corners 0 .. k-1
+                position[segment_start[sorted_cell + shift] + rank] = order + k * pixels
+                segment_start = segment_start + per_corner[k]
+            self._bags = ((position % pixels).to(index_type), offsets, weight.reshape(-1)[position])
         return self._bags
 
     def _sum_bags(self, table, first, last):
-        """Splat sums of target pixels (bags) first .. last-1 of the flattened N*H*W output: (last-first) x C."""
+        """Splat sums of target slots first .. last-1: (last-first) x C."""
         source, offsets, weight = self._prepare()
         start = int(offsets[first])
         end = int(offsets[last]) if last < len(offsets) else len(source)
@@ -141,21 +168,34 @@ class Splatting:
             return softsplat_cupy.splat_sum(input, self.flow.to(input.dtype))[:, :, y0:y1]
         c = input.shape[1]
         channels_last = input.is_contiguous(memory_format=torch.channels_last)
-        table = input.permute(0, 2, 3, 1).reshape(n * h * w, c)             # a view for channels_last input
+        # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster
+        table = input.permute(0, 2, 3, 1).reshape(n * h * w, c).contiguous()
         if input.device.type == "mps":
             output = self._sum_by_corner(table).view(n, h, w, c)[:, y0:y1]
-        elif (y0, y1) == (0, h):
-            output = self._sum_bags(table, 0, n * h * w)
         else:
-            output = torch.cat([self._sum_bags(table, b * h * w + y0 * w, b * h * w + y1 * w) for b in range(n)])
-        output = output.view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
-        return output if channels_last else output.contiguous()
+            row, image, _ = self._slots()
+            firsts = [b * image + (y0 + 1) * row for b in range(n)]
+            if (y0, y1) == (0, h):
+                slots = self._sum_bags(table, 0, n * image).view(n, h + 2, row, c)[:, y0 + 1:y1 + 1]
+            else:
+                slots = torch.stack([self._sum_bags(table, first, first + (y1 - y0) * row) for first in firsts])
+                slots = slots.view(n, y1 - y0, row, c)
+            output = slots[:, :, 1:]
+        output = output.permute(0, 3, 1, 2)
+        return output.contiguous(memory_format=torch.channels_last) if channels_last else output.contiguous()
 
     def _sum_by_corner(self, table):
-        index, corner_weight = _corner_indices_and_weights(self.flow)
+        cell, corner_weight = _cells_and_weights(self.flow)
+        n, h, w = self.shape
+        row, image, _ = self._slots()
         output = table.new_zeros(table.shape)
-        for k in range(4):
-            output.index_add_(0, index[k], table * corner_weight[k, :, None].to(table.dtype))
+        for k, (dy, dx) in enumerate(CORNERS):
+            slot = cell.long() + dy * row + dx
+            b, local = slot.div(image, rounding_mode="floor"), slot % image
+            y, x = local.div(row, rounding_mode="floor") - 1, local % row - 1
+            inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            index = torch.where(inside, b * h * w + y * w + x, 0)
+            output.index_add_(0, index, table * corner_weight[k, :, None].to(table.dtype))
         return output
 
     def normaliser(self, weight=None, rows=None):
