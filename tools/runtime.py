@@ -6,6 +6,8 @@
 * latency: median over --repeats (after --warmup) of interpolating one frame between two random 640x480
   frames, pyramid L=3 (the paper's runtime setting), padding and cropping included.
 * x8 throughput: the 7 frames at t = k/8 with motion estimated once and reused, vs 7 independent calls.
+* op shares: the fraction of the latency spent splatting (every ``Splatting.sum``, preparation included) and in
+  the correlation, timed by wrapping those two entry points during --repeats extra calls.
 * floor: the timed call's convolution FLOPs (2 per multiply-add, counted with hooks) divided by this device's
   float32 matmul rate measured in the same run; floor / latency is how close the forward gets to that rate.
   The timed call pads 640x480 to 640x512 (the Interpolator pads to a multiple of 64): base does 197 GFLOP
@@ -21,6 +23,8 @@ Timing does not depend on the weights: the shipped base checkpoint is loaded whe
 for a single size), otherwise random weights are used and the output says so.
 """
 import argparse
+import contextlib
+import functools
 import json
 import os
 import resource
@@ -35,6 +39,8 @@ import torch.nn as nn
 import core
 from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, pad_multiple, synthesized_in_strips
 from core.cli import interpolator_options, select_device
+from core.model import motion_estimator
+from core.ops import Splatting
 from tools.benchmark_common import add_benchmark_model_arguments, check_pyramid, guarded, positive_int, write_json
 
 X8_TIMES = [k / 8 for k in range(1, 8)]
@@ -139,6 +145,34 @@ def build_sized_model(size, model_file=None):
     return model, "random"
 
 
+@contextlib.contextmanager
+def timing_ops(device):
+    """Seconds spent in splatting and in the correlation while the context is open: yields a dict that fills in.
+
+    Wraps ``Splatting.sum`` (splat preparation runs inside it) and the correlation as the motion estimator calls
+    it; neither calls the other, so nothing is counted twice."""
+    seconds = {"splatting": 0.0, "correlation": 0.0}
+
+    def timer(name, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            synchronize(device)
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            synchronize(device)
+            seconds[name] += time.perf_counter() - start
+            return result
+        return wrapper
+
+    originals = (Splatting.sum, motion_estimator.correlation)
+    Splatting.sum = timer("splatting", Splatting.sum)
+    motion_estimator.correlation = timer("correlation", motion_estimator.correlation)
+    try:
+        yield seconds
+    finally:
+        Splatting.sum, motion_estimator.correlation = originals
+
+
 def random_frames(width, height, device, seed=0):
     generator = torch.Generator().manual_seed(seed)
     frames = [torch.rand(1, 3, height, width, generator=generator) for _ in range(2)]
@@ -158,9 +192,12 @@ def measure_speed(interpolator, args, rate):
         latencies.append(timed(one_frame, device))
     latency = statistics.median(latencies)
     flops = count_conv_flops(interpolator.model, one_frame)
+    with timing_ops(device) as op_seconds:
+        total = sum(timed(one_frame, device) for _ in range(args.repeats))
+    shares = {f"{name}_share": spent / total for name, spent in op_seconds.items()}
     result = {"latency_ms": latency * 1e3, "latencies_ms": [t * 1e3 for t in latencies],
               "conv_gflop": flops / 1e9, "conv_gflop_unpadded": None, "floor_ms": flops / rate * 1e3,
-              "floor_over_latency": flops / rate / latency}
+              "floor_over_latency": flops / rate / latency, **shares}
     pyr_level, nr_lvl_skipped = interpolator.pyramid_for(height, width)
     if width % 2 ** (pyr_level + 1) == 0 and height % 2 ** (pyr_level + 1) == 0:   # the paper's bare forward
         with torch.no_grad():
@@ -309,7 +346,8 @@ def run(argv=None):
               f"{entry['conv_gflop']:.1f} conv GFLOP"
               + (f" ({unpadded:.1f} for the bare forward at {width}x{height})" if unpadded is not None else "")
               + f", floor {entry['floor_ms']:.1f} ms "
-              f"({entry['floor_over_latency']:.2f} of the latency)"
+              f"({entry['floor_over_latency']:.2f} of the latency), splatting {100 * entry['splatting_share']:.1f}%, "
+              f"correlation {100 * entry['correlation_share']:.1f}%"
               + (f", x8 {entry['x8_reuse_fps']:.2f} frames/s reusing motion vs {entry['x8_independent_fps']:.2f} "
                  f"independent ({entry['x8_speedup']:.2f}x)" if "x8_speedup" in entry else ""))
         del interpolator, model
@@ -344,14 +382,15 @@ def run(argv=None):
 
 
 def format_speed_table(result):
-    rows = [("size", "params", "weights", "latency ms", "conv GFLOP", "floor ms", "floor/latency", "x8 reuse fps",
-             "x8 indep. fps", "x8 ratio")]
+    rows = [("size", "params", "weights", "latency ms", "conv GFLOP", "floor ms", "floor/latency",
+             "splat %", "corr %", "x8 reuse fps", "x8 indep. fps", "x8 ratio")]
     for size, e in result["sizes"].items():
         x8 = ([f"{e['x8_reuse_fps']:.2f}", f"{e['x8_independent_fps']:.2f}", f"{e['x8_speedup']:.2f}"]
               if "x8_speedup" in e else ["-", "-", "-"])
         rows.append((size, f"{e['params']:,}", "random" if e["weights"] == "random" else "checkpoint",
                      f"{e['latency_ms']:.1f}", f"{e['conv_gflop']:.1f}", f"{e['floor_ms']:.1f}",
-                     f"{e['floor_over_latency']:.2f}", *x8))
+                     f"{e['floor_over_latency']:.2f}", f"{100 * e['splatting_share']:.1f}",
+                     f"{100 * e['correlation_share']:.1f}", *x8))
     return (f"{result['device']}, torch threads: {result['threads']}, {result['resolution']}, "
             f"matmul {result['matmul_gflops']:.1f} GFLOP/s\n" + format_rows(rows))
 
