@@ -47,6 +47,9 @@ def test_runtime_smoke_large(tmp_path, capsys):
                 "x8_independent_fps", "x8_speedup"):
         assert entry[key] > 0, key
     assert entry["weights"] == "random"
+    # the large model splats 4 images per level and correlates once per level: both take some time, not all
+    assert 0 < entry["splatting_share"] < 1 and 0 < entry["correlation_share"] < 1
+    assert entry["splatting_share"] + entry["correlation_share"] < 1
     assert "torch threads: 1" in printed and "frames/s" in printed and "floor" in printed and "3,701,865" in printed
 
 
