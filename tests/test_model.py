@@ -75,6 +75,16 @@ def test_motion_reuse_and_per_sample_time(golden, golden_model):
     assert torch.allclose(mixed[0], at_03[0], atol=1e-6) and torch.allclose(mixed[1], at_05[1], atol=1e-6)
 
 
+def test_forward_returns_the_input_frames_quarter_resolution_features(golden, golden_model):
+    case = next(c for c in golden["cases"] if c["nr_lvl_skipped"] > 0)
+    for skipped in (0, case["nr_lvl_skipped"]):
+        with torch.no_grad():
+            _, _, extra = golden_model(case["img0"], case["img1"], 0.5, case["pyr_level"], skipped)
+            expected = [golden_model.feat_pyramid(img)[2] for img in (case["img0"], case["img1"])]
+        assert all(torch.equal(ours, ref) for ours, ref in zip(extra["features"], expected))
+        assert expected[0].shape[-2:] == tuple(s // 4 for s in case["img0"].shape[-2:])
+
+
 def test_bad_pyramid_arguments():
     model = core.build_model("base")
     x = torch.rand(1, 3, 64, 64)

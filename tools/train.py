@@ -410,10 +410,7 @@ def main(argv=None):
                 terms["flow"] = flow_supervision(extra["bi_flows"], batch["flow"], batch["flow_valid"])
                 loss = loss + flow_weight * terms["flow"]
             if args.matching_loss_weight > 0:
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
-                    feat0, feat1 = model.feat_pyramid(img0)[2], model.feat_pyramid(img1)[2]
-                terms["matching"] = matching(feat0, feat1, batch["flow"], batch["flow_valid"])
+                terms["matching"] = matching(*extra["features"], batch["flow"], batch["flow_valid"])
                 loss = loss + args.matching_loss_weight * terms["matching"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -167,14 +167,16 @@ class UPRNet(nn.Module):
     def forward(self, img0, img1, time_period=0.5, pyr_level=None, nr_lvl_skipped=None):
         """img0, img1: N x 3 x H x W RGB in [0, 1]; time_period: float or N tensor in [0, 1].
 
-        Returns (interp_img N x 3 x H x W, bi_flow N x 4 x H x W, {"interp_imgs": [...], "bi_flows": [...]})
-        with bi_flow in input pixels (0:2 frame 0 -> 1, 2:4 frame 1 -> 0) and the per-level lists coarse to
-        fine, each at its level's resolution.
+        Returns (interp_img N x 3 x H x W, bi_flow N x 4 x H x W, {"interp_imgs": [...], "bi_flows": [...],
+        "features": (feat0, feat1)}) with bi_flow in input pixels (0:2 frame 0 -> 1, 2:4 frame 1 -> 0), the
+        per-level lists coarse to fine, each at its level's resolution, and the features of both input frames at
+        1/4 of their resolution (what the finest motion estimate correlates; for a feature-matching loss).
         """
         levels = self.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
         interp, interp_imgs = self.synthesize(levels, time_period)
         bi_flows = [motion.full_flow for motion in levels]
-        return interp, bi_flows[-1], {"interp_imgs": interp_imgs, "bi_flows": bi_flows}
+        features = (levels[-1].feats0[2], levels[-1].feats1[2])
+        return interp, bi_flows[-1], {"interp_imgs": interp_imgs, "bi_flows": bi_flows, "features": features}
 
 
 @torch.no_grad()
