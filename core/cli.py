@@ -66,12 +66,8 @@ def error_message(error):
 def run_cli(main_fn, argv=None, extra_errors=()):
     """Call ``main_fn(argv)``; known errors print ``error: <message>`` on stderr and return 2.
 
-    Returns ``main_fn``'s return value (0 for None). KeyboardInterrupt returns 130. Large tensors reuse freed
-    memory (see :func:`core.device.keep_freed_memory`).
+    Returns ``main_fn``'s return value (0 for None). KeyboardInterrupt returns 130.
     """
-    from .device import keep_freed_memory
-
-    keep_freed_memory()
     if os.environ.get("UPR_DEBUG"):
         result = main_fn(argv)
         return 0 if result is None else result

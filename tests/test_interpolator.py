@@ -112,3 +112,15 @@ def test_bf16_fast_mode_stays_close(golden):
     assert (fast - case["interp_img"]).abs().mean() < 0.02
     with pytest.raises(InputError, match="precision"):
         core.Interpolator(model, "cpu", precision="fp8")
+
+
+def test_only_small_frames_switch_the_allocator_to_keeping_freed_memory(interpolator, monkeypatch):
+    calls = []
+    monkeypatch.setattr(core.interpolator, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(core.interpolator, "KEEP_MEMORY_PIXELS", 64 * 64)
+    big = torch.rand(1, 3, 96, 96)                    # padded to 128 x 128: above the limit
+    interpolator.interpolate_tensors(big, big)
+    assert calls == []
+    small = torch.rand(1, 3, 60, 50)                  # padded to 64 x 64
+    interpolator.interpolate_tensors(small, small)
+    assert calls == [1]
