@@ -122,7 +122,7 @@ class Splatting:
         return w + 1, (h + 2) * (w + 1), n * (h + 2) * (w + 1) + 1
 
     def _prepare(self):
-        """(source pixel, bag offset per target slot, weight) of the corner contributions in target order."""
+        """(source pixel, bag offset per output pixel, weight) of the corner contributions in target order."""
         if self._bags is None:
             cell, weight = _cells_and_weights(self.flow)
             pixels, index_type = cell.shape[0], cell.dtype
@@ -135,7 +135,9 @@ class Splatting:
             per_corner = [F.pad(per_cell, (shift, 0))[:slots] for shift in shifts]   # corner k's count per slot
             per_slot = sum(per_corner)
             segment_start = torch.cumsum(per_slot, 0) - per_slot
-            offsets = segment_start.to(index_type)
+            # one bag per image pixel; off-frame slots' contributions (all of weight 0) fall into the bag before
+            n, h, w = self.shape
+            offsets = segment_start[:-1].view(n, h + 2, w + 1)[:, 1:h + 1, 1:].reshape(-1).to(index_type)
             position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
             for k, shift in enumerate(shifts):                 # corner k's run goes after corners 0 .. k-1
                 position[segment_start[sorted_cell + shift] + rank] = order + k * pixels
@@ -144,7 +146,7 @@ class Splatting:
         return self._bags
 
     def _sum_bags(self, table, first, last):
-        """Splat sums of target slots first .. last-1: (last-first) x C."""
+        """Splat sums of output pixels first .. last-1 of the flattened N*H*W output: (last-first) x C."""
         source, offsets, weight = self._prepare()
         start = int(offsets[first])
         end = int(offsets[last]) if last < len(offsets) else len(source)
@@ -172,17 +174,12 @@ class Splatting:
         table = input.permute(0, 2, 3, 1).reshape(n * h * w, c).contiguous()
         if input.device.type == "mps":
             output = self._sum_by_corner(table).view(n, h, w, c)[:, y0:y1]
+        elif (y0, y1) == (0, h):
+            output = self._sum_bags(table, 0, n * h * w)
         else:
-            row, image, _ = self._slots()
-            firsts = [b * image + (y0 + 1) * row for b in range(n)]
-            if (y0, y1) == (0, h):
-                slots = self._sum_bags(table, 0, n * image).view(n, h + 2, row, c)[:, y0 + 1:y1 + 1]
-            else:
-                slots = torch.stack([self._sum_bags(table, first, first + (y1 - y0) * row) for first in firsts])
-                slots = slots.view(n, y1 - y0, row, c)
-            output = slots[:, :, 1:]
-        output = output.permute(0, 3, 1, 2)
-        return output.contiguous(memory_format=torch.channels_last) if channels_last else output.contiguous()
+            output = torch.cat([self._sum_bags(table, b * h * w + y0 * w, b * h * w + y1 * w) for b in range(n)])
+        output = output.view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
+        return output if channels_last else output.contiguous()
 
     def _sum_by_corner(self, table):
         cell, corner_weight = _cells_and_weights(self.flow)
