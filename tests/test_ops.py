@@ -140,6 +140,24 @@ def test_splat_rows_and_layouts_agree_with_full_splat(channels_last):
     assert torch.allclose(by_corner.view(2, 12, 9, 5).permute(0, 3, 1, 2), splatting.sum(inp), atol=1e-5)
 
 
+def test_both_corner_orderings_agree_and_large_flows_splat_like_small_ones(monkeypatch):
+    """Large flows merge per-corner runs, small ones sort all corners: the same order, the same splat."""
+    torch.manual_seed(2)
+    flow = torch.randn(2, 2, 40, 30) * 6          # converging, diverging and off-frame targets
+    flow[0, :, :5] = 1e6                          # far off the frame: clamped cells
+    splatting = softsplat.Splatting(flow)
+    cell, _ = softsplat._cells_and_weights(flow)
+    row, _, slots = splatting._slots()
+    shifts = [dy * row + dx for dy, dx in softsplat.CORNERS]
+    sorted_position, sorted_counts = softsplat.Splatting._order_by_sorting(cell, shifts, slots)
+    merged_position, merged_counts = softsplat.Splatting._order_by_merging(cell, shifts, slots)
+    assert torch.equal(sorted_position, merged_position) and torch.equal(sorted_counts, merged_counts)
+    inp = torch.rand(2, 3, 40, 30)
+    small = softsplat.Splatting(flow).average(inp)
+    monkeypatch.setattr(softsplat, "MERGE_MIN_PIXELS", 1)
+    assert torch.equal(softsplat.Splatting(flow).average(inp), small)
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed (CUDA kernels are compile-checked only where it is)")
 @pytest.mark.parametrize("c_type", ["float", "double"])
 def test_cupy_kernel_source_compiles(tmp_path, c_type):

@@ -78,12 +78,10 @@ def _cells_and_weights(flow):
     # clamped before the cast so huge flows cannot overflow; a clamped cell has no corner on the frame
     x0 = x0.detach().clamp(-2, w + 1)
     y0 = y0.detach().clamp(-2, h + 1)
-    weights = []
-    for dy, dx in CORNERS:
-        weight_x = frac_x if dx else 1 - frac_x
-        weight_y = frac_y if dy else 1 - frac_y
-        inside = (x0 + dx >= 0) & (x0 + dx < w) & (y0 + dy >= 0) & (y0 + dy < h)
-        weights.append(weight_x * weight_y * inside)
+    # per-axis weights of the two neighbours, zero for a neighbour off the frame: (left, right), (top, bottom)
+    weight_x = ((1 - frac_x) * ((x0 >= 0) & (x0 < w)), frac_x * ((x0 >= -1) & (x0 < w - 1)))
+    weight_y = ((1 - frac_y) * ((y0 >= 0) & (y0 < h)), frac_y * ((y0 >= -1) & (y0 < h - 1)))
+    weights = [weight_x[dx] * weight_y[dy] for dy, dx in CORNERS]
     index_type = torch.int32 if 4 * n * (h + 2) * (w + 1) < 2 ** 31 else torch.int64
     cell_x = (x0.clamp(-1, w - 1) + 1).to(index_type)
     cell_y = (y0.clamp(-1, h - 1) + 1).to(index_type)
@@ -92,13 +90,20 @@ def _cells_and_weights(flow):
     return cell.reshape(-1), torch.stack(weights).view(4, -1)
 
 
+MERGE_MIN_PIXELS = 65536
+"""Flows of at least this many pixels (N*H*W) order their corner contributions by sorting the N*H*W cells and
+merging (1.4x faster at 640x512); smaller ones sort the 4*N*H*W corners directly (fewer kernels: 1.6x faster at
+160x128). Both give the same order."""
+
+
 class Splatting:
     """Bilinear forward splatting by one flow field, prepared once and applied to any number of inputs.
 
-    flow: N x 2 x H x W (pixels, x first). The 4 * N*H*W corner contributions are ordered by target pixel once:
-    the source pixels are sorted by their top-left target (stable, N*H*W keys), which orders each corner's
-    contributions by target too, and the four runs are merged by counting (every target's contributions come
-    corner by corner, each in source order: a deterministic summation order). Each input is then summed target by
+    flow: N x 2 x H x W (pixels, x first). The 4 * N*H*W corner contributions are ordered by target pixel once,
+    corner by corner within a target and each corner's in source order (a deterministic summation order): for
+    large flows the source pixels are sorted by their top-left target (stable, N*H*W keys), which orders each
+    corner's contributions by target too, and the four runs are merged by counting; small flows sort all
+    corners (see :data:`MERGE_MIN_PIXELS`). Each input is then summed target by
     target with ``F.embedding_bag`` (a weighted gather-sum, differentiable w.r.t. the input and the weights,
     hence the flow). The "average" normaliser is computed once and cached. The result is channels_last if the
     input is, contiguous otherwise.
@@ -125,25 +130,44 @@ class Splatting:
         """(source pixel, bag offset per output pixel, weight) of the corner contributions in target order."""
         if self._bags is None:
             cell, weight = _cells_and_weights(self.flow)
+            n, h, w = self.shape
             pixels, index_type = cell.shape[0], cell.dtype
             row, _, slots = self._slots()
-            order = torch.argsort(cell, stable=True)
-            sorted_cell = cell[order]
-            per_cell = torch.bincount(cell, minlength=slots)
-            rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
             shifts = [dy * row + dx for dy, dx in CORNERS]
-            per_corner = [F.pad(per_cell, (shift, 0))[:slots] for shift in shifts]   # corner k's count per slot
-            per_slot = sum(per_corner)
+            if pixels < MERGE_MIN_PIXELS:
+                position, per_slot = self._order_by_sorting(cell, shifts, slots)
+            else:
+                position, per_slot = self._order_by_merging(cell, shifts, slots)
             segment_start = torch.cumsum(per_slot, 0) - per_slot
             # one bag per image pixel; off-frame slots' contributions (all of weight 0) fall into the bag before
-            n, h, w = self.shape
             offsets = segment_start[:-1].view(n, h + 2, w + 1)[:, 1:h + 1, 1:].reshape(-1).to(index_type)
-            position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
-            for k, shift in enumerate(shifts):                 # corner k's run goes after corners 0 .. k-1
-                position[segment_start[sorted_cell + shift] + rank] = order + k * pixels
-                segment_start = segment_start + per_corner[k]
             self._bags = ((position % pixels).to(index_type), offsets, weight.reshape(-1)[position])
         return self._bags
+
+    @staticmethod
+    def _order_by_sorting(cell, shifts, slots):
+        """Stable argsort of all 4 * N*H*W corner slots (corner-major): fewer kernels, best for small maps.
+        Returns (position into the corner-major list, contributions per slot)."""
+        targets = torch.stack([cell + shift for shift in shifts]).view(-1)
+        return torch.argsort(targets, stable=True), torch.bincount(targets, minlength=slots)
+
+    @staticmethod
+    def _order_by_merging(cell, shifts, slots):
+        """The same order from a stable sort of the N*H*W cells alone: each corner's contributions then lie in
+        target order, and counting places corner k's run of every slot after those of corners 0 .. k-1."""
+        pixels = cell.shape[0]
+        order = torch.argsort(cell, stable=True)
+        sorted_cell = cell[order]
+        per_cell = torch.bincount(cell, minlength=slots)
+        rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
+        per_corner = [F.pad(per_cell, (shift, 0))[:slots] for shift in shifts]   # corner k's count per slot
+        per_slot = sum(per_corner)
+        run_start = torch.cumsum(per_slot, 0) - per_slot
+        position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
+        for k, shift in enumerate(shifts):
+            position[run_start[sorted_cell + shift] + rank] = order + k * pixels
+            run_start = run_start + per_corner[k]
+        return position, per_slot
 
     def _sum_bags(self, table, first, last):
         """Splat sums of output pixels first .. last-1 of the flattened N*H*W output: (last-first) x C."""
