@@ -160,13 +160,14 @@ class Splatting:
         sorted_cell = cell[order]
         per_cell = torch.bincount(cell, minlength=slots)
         rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
-        per_corner = [F.pad(per_cell, (shift, 0))[:slots] for shift in shifts]   # corner k's count per slot
-        per_slot = sum(per_corner)
+        per_slot = torch.zeros_like(per_cell)           # corner k brings per_cell[slot - shift_k] to a slot
+        for shift in shifts:
+            per_slot[shift:] += per_cell[:slots - shift]
         run_start = torch.cumsum(per_slot, 0) - per_slot
         position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
         for k, shift in enumerate(shifts):
             position[run_start[sorted_cell + shift] + rank] = order + k * pixels
-            run_start = run_start + per_corner[k]
+            run_start[shift:] += per_cell[:slots - shift]  # the next corner's runs start after this one's
         return position, per_slot
 
     def _sum_bags(self, table, first, last):
