@@ -2,10 +2,12 @@
 
     python -m tools.training_speed                       # base, batch 8, 256x256 crops, 2 warm-up + 3 timed steps
     python -m tools.training_speed --model_size large --batch_size 4 --crop 224
+    python -m tools.training_speed --allocator default   # glibc's default malloc instead of keeping freed memory
 
 Modes: fp32 with the default memory format, fp32 channels_last, and bf16 autocast with channels_last (what
 ``tools.train --amp bf16`` runs; channels_last is the training default on the CPU). Random frames and weights:
 the time does not depend on them. Prints the median step time of each mode and the speed-up over the first.
+Like ``tools.train``, keeps freed memory for reuse (``core.device.keep_freed_memory``) unless told otherwise.
 """
 import argparse
 import statistics
