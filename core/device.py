@@ -29,9 +29,9 @@ def keep_freed_memory():
 
     By default glibc maps each block above 32 MB (most activations at training and video sizes) freshly from
     the kernel and returns it on free, so every such tensor pays a page fault per 4 KB page on first touch. On
-    the 2-core CPU of the README a base training step (batch 8, 256x256, fp32 channels_last) then takes 8.9 s
-    instead of 5.3 s (``python -m tools.training_speed --allocator default|keep``), and interpolating 640x480
-    takes 0.61 s instead of 0.82 s. This sets M_MMAP_MAX = 0, no trimming and a 64 MiB heap growth step.
+    the 2-core CPU of the README a base training step (batch 8, 256x256, fp32 channels_last) then takes 5.1 s
+    instead of 3.8 s (``python -m tools.training_speed --allocator default|keep``), and interpolating 640x480
+    takes 0.82-0.86 s instead of 0.61 s. This sets M_MMAP_MAX = 0, no trimming and a 64 MiB heap growth step.
     Results are bit-identical; the process keeps its peak heap instead of shrinking, and fragmentation raises
     the peak (base at 1080p: 5.7 GB instead of 4.2 GB), so :class:`core.Interpolator` applies it only to
     small frames. Process-wide and permanent; applied once. A no-op without glibc (macOS, Windows, musl) or
