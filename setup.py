@@ -13,6 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["core", "core.*", "tools", "tools.*", "demo", "demo.*"]),
+    package_data={"core.ops": ["csrc/*.cpp"]},   # the CPU splatting kernel, compiled on first use
     install_requires=requirements,
     extras_require={
         "cuda": ["cupy-cuda12x"],

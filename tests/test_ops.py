@@ -9,7 +9,15 @@ from core.ops import correlation, splat, splat_sum
 from core.ops import softsplat
 
 
-def test_splat_matches_reference_vectors(splat_vectors):
+@pytest.fixture(params=["torch", "cpp"])
+def backend(request):
+    """Runs a test once per CPU splatting backend: the pure-PyTorch reference and the C++ inference kernel."""
+    softsplat.set_backend(request.param)
+    yield request.param
+    softsplat.set_backend("auto")
+
+
+def test_splat_matches_reference_vectors(splat_vectors, backend):
     for case in splat_vectors["softsplat_cases"]:
         out = splat(case["input"], case["flow"], case["metric"], case["mode"])
         assert (out - case["output"]).abs().max() <= 1e-5, (case["mode"], case["desc"])
@@ -26,7 +34,7 @@ def test_splat_gradients_match_reference(splat_vectors):
         assert (flow.grad - case["grad_flow"]).abs().max() <= 1e-4
 
 
-def test_integer_flow_moves_pixels_exactly():
+def test_integer_flow_moves_pixels_exactly(backend):
     inp = torch.rand(2, 3, 9, 11)
     flow = torch.zeros(2, 2, 9, 11)
     flow[:, 0], flow[:, 1] = 2.0, -1.0            # right by 2, up by 1
@@ -35,7 +43,7 @@ def test_integer_flow_moves_pixels_exactly():
     assert out[:, :, 8, :].abs().max() == 0 and out[:, :, :, 0:2].abs().max() == 0
 
 
-def test_half_pixel_flow_splits_evenly():
+def test_half_pixel_flow_splits_evenly(backend):
     inp = torch.zeros(1, 1, 4, 4)
     inp[0, 0, 1, 1] = 1.0
     flow = torch.zeros(1, 2, 4, 4)
@@ -46,14 +54,14 @@ def test_half_pixel_flow_splits_evenly():
     assert torch.allclose(out, expected)
 
 
-def test_average_splat_is_identity_for_zero_flow_and_empty_pixels_are_zero():
+def test_average_splat_is_identity_for_zero_flow_and_empty_pixels_are_zero(backend):
     inp = torch.rand(1, 4, 6, 7)
     assert torch.equal(splat(inp, torch.zeros(1, 2, 6, 7)), inp)
     far = torch.full((1, 2, 6, 7), 100.0)
     assert splat(inp, far).abs().max() == 0
 
 
-def test_summation_conserves_mass_inside_the_frame():
+def test_summation_conserves_mass_inside_the_frame(backend):
     inp = torch.rand(1, 2, 10, 10)
     flow = torch.rand(1, 2, 10, 10) * 0.9   # small enough that nothing leaves a 10x10 frame from [0, 8]
     flow[..., 9, :] = 0
@@ -124,7 +132,7 @@ def test_correlation_gradcheck_float64():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_splat_rows_and_layouts_agree_with_full_splat(channels_last):
+def test_splat_rows_and_layouts_agree_with_full_splat(channels_last, backend):
     torch.manual_seed(1)
     inp = torch.rand(2, 5, 12, 9)
     flow = torch.randn(2, 2, 12, 9) * 3
@@ -142,6 +150,7 @@ def test_splat_rows_and_layouts_agree_with_full_splat(channels_last):
 
 def test_both_corner_orderings_agree_and_large_flows_splat_like_small_ones(monkeypatch):
     """Large flows merge per-corner runs, small ones sort all corners: the same order, the same splat."""
+    monkeypatch.setattr(softsplat, "_backend", "torch")
     torch.manual_seed(2)
     flow = torch.randn(2, 2, 40, 30) * 6          # converging, diverging and off-frame targets
     flow[0, :, :5] = 1e6                          # far off the frame: clamped cells
@@ -156,6 +165,89 @@ def test_both_corner_orderings_agree_and_large_flows_splat_like_small_ones(monke
     small = softsplat.Splatting(flow).average(inp)
     monkeypatch.setattr(softsplat, "MERGE_MIN_PIXELS", 1)
     assert torch.equal(softsplat.Splatting(flow).average(inp), small)
+
+
+def test_non_finite_flow_splats_nothing(backend):
+    torch.manual_seed(3)
+    inp = torch.rand(1, 2, 6, 8)
+    flow = torch.randn(1, 2, 6, 8)
+    flow[0, 0, 2, 3], flow[0, 1, 4, 5], flow[0, 0, 1, 1] = float("nan"), float("inf"), -float("inf")
+    cleared = inp.clone()
+    cleared[..., 2, 3] = cleared[..., 4, 5] = cleared[..., 1, 1] = 0
+    safe = torch.nan_to_num(flow, nan=0.0, posinf=0.0, neginf=0.0)
+    assert torch.allclose(splat_sum(inp, flow), splat_sum(cleared, safe), atol=1e-6)
+
+
+def _cpp_and_reference(inp, flow, rows=None):
+    softsplat.set_backend("cpp")
+    try:
+        cpp = softsplat.Splatting(flow).sum(inp, rows=rows)
+    finally:
+        softsplat.set_backend("torch")
+    try:
+        reference = softsplat.Splatting(flow).sum(inp, rows=rows)
+    finally:
+        softsplat.set_backend("auto")
+    return cpp, reference
+
+
+@pytest.mark.parametrize("dtype,channels_last,channels", [(torch.float32, False, 3), (torch.float32, True, 3),
+                                                          (torch.float32, True, 40), (torch.float64, True, 16),
+                                                          (torch.float64, False, 1)])
+def test_cpp_kernel_agrees_with_the_reference(dtype, channels_last, channels):
+    """Same corner weights bit for bit, same sums up to float rounding, for every layout, dtype and row range."""
+    from core.ops import softsplat_cpu
+    torch.manual_seed(4)
+    inp = torch.randn(2, channels, 23, 31, dtype=dtype)
+    if channels_last:
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    flow = torch.randn(2, 2, 23, 31, dtype=dtype) * 5     # converging, diverging and off-frame targets
+    flow[1, :, :3] = 1e7                                   # far off the frame
+    flow[0, 0, 5, 5] = float("nan")
+    _, weight = softsplat._cells_and_weights(flow)
+    assert torch.equal(softsplat_cpu.prepare(flow)[1], weight.t())
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    for rows in (None, (0, 1), (7, 19), (22, 23)):
+        cpp, reference = _cpp_and_reference(inp, flow, rows)
+        assert cpp.shape == reference.shape and cpp.dtype == dtype
+        assert cpp.is_contiguous(memory_format=torch.channels_last) == \
+            reference.is_contiguous(memory_format=torch.channels_last)
+        assert (cpp - reference).abs().max() <= tolerance, rows
+
+
+def test_cpp_kernel_does_not_depend_on_the_thread_count():
+    torch.manual_seed(5)
+    inp = torch.rand(2, 8, 30, 20).contiguous(memory_format=torch.channels_last)
+    flow = torch.randn(2, 2, 30, 20) * 4
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _cpp_and_reference(inp, flow)
+        torch.set_num_threads(3)
+        three, _ = _cpp_and_reference(inp, flow)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+
+
+def test_auto_backend_uses_the_cpp_kernel_for_inference_only():
+    tensor = torch.rand(1, 1, 2, 2)
+    assert softsplat.choose_backend(tensor, needs_grad=False) == "cpp"
+    assert softsplat.choose_backend(tensor, needs_grad=True) == "torch"
+    inp = torch.rand(1, 2, 5, 5, requires_grad=True)
+    flow = torch.randn(1, 2, 5, 5)
+    splat_sum(inp, flow).sum().backward()                  # auto: the differentiable reference
+    assert inp.grad is not None
+    softsplat.set_backend("cpp")
+    try:
+        with pytest.raises(RuntimeError, match="without gradients"):
+            splat_sum(inp, flow)
+        with torch.no_grad():
+            splat_sum(inp, flow)
+    finally:
+        softsplat.set_backend("auto")
+    with pytest.raises(ValueError, match="backend"):
+        softsplat.set_backend("fortran")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed (CUDA kernels are compile-checked only where it is)")

@@ -12,11 +12,17 @@ Modes (``splat(input, flow, metric, mode)``):
     softmax    splat [input * exp(metric), exp(metric)], divide (no max subtraction).
 A normaliser that is exactly 0 (no pixel landed there) is replaced by 1, so empty pixels come out 0.
 
-Backends, chosen in one place (:func:`splat_sum`):
-    "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS; the reference.
-    "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable.
-    "auto"   (default) cupy for CUDA tensors when available, torch otherwise.
-Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=torch|cupy|auto``.
+A flow of non-finite values (NaN, inf) splats nothing.
+
+Backends, chosen in one place (:func:`choose_backend`):
+    "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS, differentiable; the
+             reference the others are tested against.
+    "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable, differentiable.
+    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors that need no gradient (inference), compiled on
+             first use; 7-14x faster than the reference at 640x480.
+    "auto"   (default) cupy for CUDA tensors, cpp for CPU tensors without gradients, each when available;
+             torch otherwise.
+Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=auto|torch|cupy|cpp``.
 """
 import os
 
@@ -28,11 +34,14 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _backend = os.environ.get("UPR_SPLAT_BACKEND", "auto")
 
 
+_BACKENDS = ("auto", "torch", "cupy", "cpp")
+
+
 def set_backend(name):
-    """Select the splatting backend: "auto", "torch" or "cupy"."""
+    """Select the splatting backend: "auto", "torch", "cupy" or "cpp"."""
     global _backend
-    if name not in ("auto", "torch", "cupy"):
-        raise ValueError(f"unknown splatting backend {name!r}; use auto, torch or cupy")
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown splatting backend {name!r}; use one of {_BACKENDS}")
     _backend = name
 
 
@@ -40,17 +49,32 @@ def get_backend():
     return _backend
 
 
-def _use_cupy(tensor):
-    if _backend == "torch" or not tensor.is_cuda:
-        if _backend == "cupy" and not tensor.is_cuda:
-            raise RuntimeError("splatting backend 'cupy' was forced but the tensor is not on a CUDA device")
-        return False
-    from . import softsplat_cupy
-    if softsplat_cupy.available():
-        return True
+def choose_backend(tensor, needs_grad):
+    """The implementation ("torch", "cupy" or "cpp") that splats ``tensor`` under the selected backend; a forced
+    backend that cannot serve the tensor raises RuntimeError."""
+    if _backend == "torch":
+        return "torch"
+    if tensor.is_cuda:
+        from . import softsplat_cupy
+        if _backend in ("auto", "cupy") and softsplat_cupy.available():
+            return "cupy"
+        if _backend != "auto":
+            raise RuntimeError(f"splatting backend {_backend!r} was forced but cannot splat CUDA tensors"
+                               + (" (CuPy is not importable)" if _backend == "cupy" else ""))
+        return "torch"
     if _backend == "cupy":
-        raise RuntimeError("splatting backend 'cupy' was forced but CuPy is not importable")
-    return False
+        raise RuntimeError("splatting backend 'cupy' was forced but the tensor is not on a CUDA device")
+    if tensor.device.type != "cpu" or needs_grad:
+        if _backend == "cpp":
+            raise RuntimeError("splatting backend 'cpp' was forced but it serves CPU tensors without gradients "
+                               "only (use 'auto' or 'torch' for training)")
+        return "torch"
+    from . import softsplat_cpu
+    if softsplat_cpu.available():
+        return "cpp"
+    if _backend == "cpp":
+        raise RuntimeError("splatting backend 'cpp' was forced but the C++ kernel could not be built")
+    return "torch"
 
 
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -69,8 +93,12 @@ def _cells_and_weights(flow):
     n, _, h, w = flow.shape
     grid_x = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
     grid_y = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    # a non-finite target becomes -2: off the frame, both of its axis' weights are 0
+    off = flow.new_tensor(-2.0)
     target_x = grid_x + flow[:, 0]
     target_y = grid_y + flow[:, 1]
+    target_x = torch.where(torch.isfinite(target_x), target_x, off)
+    target_y = torch.where(torch.isfinite(target_y), target_y, off)
     x0 = torch.floor(target_x)
     y0 = torch.floor(target_y)
     frac_x = target_x - x0
@@ -108,7 +136,8 @@ class Splatting:
     target with ``F.embedding_bag`` (a weighted gather-sum, differentiable w.r.t. the input and the weights,
     hence the flow). The "average" normaliser is computed once and cached. The result is channels_last if the
     input is, contiguous otherwise.
-    On devices without embedding_bag support (MPS) each corner is added with ``index_add_`` instead.
+    On devices without embedding_bag support (MPS) each corner is added with ``index_add_`` instead. Inputs
+    served by the cupy or cpp backends (see :func:`choose_backend`) skip this preparation.
     """
 
     def __init__(self, flow):
@@ -119,6 +148,7 @@ class Splatting:
         self.flow = flow
         self.shape = (flow.shape[0], flow.shape[2], flow.shape[3])
         self._bags = None
+        self._cpu_cells = None
         self._normalisers = {}
 
     def _slots(self):
@@ -191,9 +221,15 @@ class Splatting:
             input = input.float()
         if weight is not None:
             input = input * weight
-        if _use_cupy(input):
+        backend = choose_backend(input, torch.is_grad_enabled() and (input.requires_grad or self.flow.requires_grad))
+        if backend == "cupy":
             from . import softsplat_cupy
             return softsplat_cupy.splat_sum(input, self.flow.to(input.dtype))[:, :, y0:y1]
+        if backend == "cpp":
+            from . import softsplat_cpu
+            if self._cpu_cells is None:
+                self._cpu_cells = softsplat_cpu.prepare(self.flow)
+            return softsplat_cpu.apply(input, *self._cpu_cells, (y0, y1))
         c = input.shape[1]
         channels_last = input.is_contiguous(memory_format=torch.channels_last)
         # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster
