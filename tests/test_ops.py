@@ -23,7 +23,7 @@ def test_splat_matches_reference_vectors(splat_vectors, backend):
         assert (out - case["output"]).abs().max() <= 1e-5, (case["mode"], case["desc"])
 
 
-def test_splat_gradients_match_reference(splat_vectors):
+def test_splat_gradients_match_reference(splat_vectors, backend):
     for case in splat_vectors["softsplat_grad_cases"]:
         inp = case["input"].clone().requires_grad_()
         flow = case["flow"].clone().requires_grad_()
@@ -88,7 +88,7 @@ def test_forced_cupy_backend_refuses_cpu_tensors():
 
 
 @pytest.mark.parametrize("mode", ["summation", "average", "linear", "softmax"])
-def test_splat_gradcheck_float64(mode):
+def test_splat_gradcheck_float64(mode, backend):
     torch.manual_seed(0)
     inp = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
     # fractional parts kept away from integers so finite differences do not cross a floor()
@@ -178,17 +178,21 @@ def test_non_finite_flow_splats_nothing(backend):
     assert torch.allclose(splat_sum(inp, flow), splat_sum(cleared, safe), atol=1e-6)
 
 
-def _cpp_and_reference(inp, flow, rows=None):
-    softsplat.set_backend("cpp")
-    try:
-        cpp = softsplat.Splatting(flow).sum(inp, rows=rows)
-    finally:
-        softsplat.set_backend("torch")
-    try:
-        reference = softsplat.Splatting(flow).sum(inp, rows=rows)
-    finally:
-        softsplat.set_backend("auto")
-    return cpp, reference
+def _cpp_and_reference(inp, flow, rows=None, grad_output=None):
+    """The cpp and the torch backend's splat (and, given ``grad_output``, their input and flow gradients)."""
+    results = []
+    for name in ("cpp", "torch"):
+        softsplat.set_backend(name)
+        try:
+            i, f = inp.detach().clone().requires_grad_(), flow.detach().clone().requires_grad_()
+            out = softsplat.Splatting(f).sum(i, rows=rows)
+            if grad_output is None:
+                results.append(out.detach())
+            else:
+                results.append((out.detach(), *torch.autograd.grad(out, (i, f), grad_output)))
+        finally:
+            softsplat.set_backend("auto")
+    return results
 
 
 @pytest.mark.parametrize("dtype,channels_last,channels", [(torch.float32, False, 3), (torch.float32, True, 3),
@@ -208,11 +212,15 @@ def test_cpp_kernel_agrees_with_the_reference(dtype, channels_last, channels):
     assert torch.equal(softsplat_cpu.prepare(flow)[1], weight.t())
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     for rows in (None, (0, 1), (7, 19), (22, 23)):
-        cpp, reference = _cpp_and_reference(inp, flow, rows)
-        assert cpp.shape == reference.shape and cpp.dtype == dtype
-        assert cpp.is_contiguous(memory_format=torch.channels_last) == \
-            reference.is_contiguous(memory_format=torch.channels_last)
-        assert (cpp - reference).abs().max() <= tolerance, rows
+        y0, y1 = rows or (0, 23)
+        grad_output = torch.randn(2, channels, y1 - y0, 31, dtype=dtype)
+        cpp, reference = _cpp_and_reference(inp, flow, rows, grad_output)
+        assert cpp[0].shape == reference[0].shape and cpp[0].dtype == dtype
+        assert cpp[0].is_contiguous(memory_format=torch.channels_last) == \
+            reference[0].is_contiguous(memory_format=torch.channels_last)
+        for name, a, b in zip(("output", "input gradient", "flow gradient"), cpp, reference):
+            scale = max(1.0, b.abs().max().item())
+            assert (a - b).abs().max() <= tolerance * scale, (rows, name)
 
 
 def test_cpp_kernel_does_not_depend_on_the_thread_count():
@@ -222,28 +230,20 @@ def test_cpp_kernel_does_not_depend_on_the_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one, _ = _cpp_and_reference(inp, flow)
+        grad_output = torch.randn(2, 8, 30, 20)
+        one, _ = _cpp_and_reference(inp, flow, grad_output=grad_output)
         torch.set_num_threads(3)
-        three, _ = _cpp_and_reference(inp, flow)
+        three, _ = _cpp_and_reference(inp, flow, grad_output=grad_output)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, three)
+    assert all(torch.equal(a, b) for a, b in zip(one, three))
 
 
-def test_auto_backend_uses_the_cpp_kernel_for_inference_only():
-    tensor = torch.rand(1, 1, 2, 2)
-    assert softsplat.choose_backend(tensor, needs_grad=False) == "cpp"
-    assert softsplat.choose_backend(tensor, needs_grad=True) == "torch"
-    inp = torch.rand(1, 2, 5, 5, requires_grad=True)
-    flow = torch.randn(1, 2, 5, 5)
-    splat_sum(inp, flow).sum().backward()                  # auto: the differentiable reference
-    assert inp.grad is not None
-    softsplat.set_backend("cpp")
+def test_auto_backend_uses_the_cpp_kernel_on_the_cpu():
+    assert softsplat.choose_backend(torch.rand(1, 1, 2, 2)) == "cpp"
+    softsplat.set_backend("torch")
     try:
-        with pytest.raises(RuntimeError, match="without gradients"):
-            splat_sum(inp, flow)
-        with torch.no_grad():
-            splat_sum(inp, flow)
+        assert softsplat.choose_backend(torch.rand(1, 1, 2, 2)) == "torch"
     finally:
         softsplat.set_backend("auto")
     with pytest.raises(ValueError, match="backend"):

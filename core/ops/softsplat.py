@@ -18,10 +18,9 @@ Backends, chosen in one place (:func:`choose_backend`):
     "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS, differentiable; the
              reference the others are tested against.
     "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable, differentiable.
-    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors that need no gradient (inference), compiled on
-             first use; 7-14x faster than the reference at 640x480.
-    "auto"   (default) cupy for CUDA tensors, cpp for CPU tensors without gradients, each when available;
-             torch otherwise.
+    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors, differentiable, compiled on first use; 7-14x
+             faster than the reference at 640x480.
+    "auto"   (default) cupy for CUDA tensors, cpp for CPU tensors, each when available; torch otherwise.
 Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=auto|torch|cupy|cpp``.
 """
 import os
@@ -49,7 +48,7 @@ def get_backend():
     return _backend
 
 
-def choose_backend(tensor, needs_grad):
+def choose_backend(tensor):
     """The implementation ("torch", "cupy" or "cpp") that splats ``tensor`` under the selected backend; a forced
     backend that cannot serve the tensor raises RuntimeError."""
     if _backend == "torch":
@@ -64,10 +63,9 @@ def choose_backend(tensor, needs_grad):
         return "torch"
     if _backend == "cupy":
         raise RuntimeError("splatting backend 'cupy' was forced but the tensor is not on a CUDA device")
-    if tensor.device.type != "cpu" or needs_grad:
+    if tensor.device.type != "cpu":
         if _backend == "cpp":
-            raise RuntimeError("splatting backend 'cpp' was forced but it serves CPU tensors without gradients "
-                               "only (use 'auto' or 'torch' for training)")
+            raise RuntimeError(f"splatting backend 'cpp' was forced but the tensor is on {tensor.device.type}")
         return "torch"
     from . import softsplat_cpu
     if softsplat_cpu.available():
@@ -221,7 +219,7 @@ class Splatting:
             input = input.float()
         if weight is not None:
             input = input * weight
-        backend = choose_backend(input, torch.is_grad_enabled() and (input.requires_grad or self.flow.requires_grad))
+        backend = choose_backend(input)
         if backend == "cupy":
             from . import softsplat_cupy
             return softsplat_cupy.splat_sum(input, self.flow.to(input.dtype))[:, :, y0:y1]
@@ -229,7 +227,7 @@ class Splatting:
             from . import softsplat_cpu
             if self._cpu_cells is None:
                 self._cpu_cells = softsplat_cpu.prepare(self.flow)
-            return softsplat_cpu.apply(input, *self._cpu_cells, (y0, y1))
+            return softsplat_cpu.apply(input, self.flow, *self._cpu_cells, (y0, y1))
         c = input.shape[1]
         channels_last = input.is_contiguous(memory_format=torch.channels_last)
         # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster

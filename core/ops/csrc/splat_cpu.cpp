@@ -1,4 +1,4 @@
-// Summation splatting on the CPU, for inference (no backward): the semantics of core/ops/softsplat.py.
+// Summation splatting on the CPU with its gradients: the semantics of core/ops/softsplat.py.
 //
 // prepare(flow)  flow N x 2 x H x W (pixels, x first) -> (cell N*H*W x 2 int32 (x0, y0) of the top-left target,
 //                y0 = INT32_MIN if no corner lands on the frame; weight N*H*W x 4 of the corners (0,0), (0,1),
@@ -6,6 +6,8 @@
 //                reference, so the weights are bit-identical.
 // apply(input, cell, weight, y0, y1)  input N x C x H x W (contiguous or channels_last) -> output rows
 //                y0 .. y1-1, N x C x (y1-y0) x W in the input's memory format.
+//
+// backward_input, backward_flow  the gradients of apply w.r.t. its input and the flow (floor held constant).
 //
 // Deterministic and independent of the thread count: a thread owns a band of output rows and visits the source
 // pixels in order, so every target receives its contributions in source order; no atomics.
@@ -110,7 +112,100 @@ void apply_kernel(const at::Tensor& input, const at::Tensor& cell, const at::Ten
   });
 }
 
+// Gradient w.r.t. the input: every source pixel gathers its on-frame corners' output gradients (rows y0 .. y1-1),
+// weighted, corner by corner. Each task owns whole source rows: deterministic.
+template <typename scalar_t>
+void backward_input_kernel(const at::Tensor& grad_output, const at::Tensor& cell, const at::Tensor& weight,
+                           int64_t h, int64_t y0, at::Tensor& grad_input, bool channels_last) {
+  const int64_t n = grad_output.size(0), c = grad_output.size(1), rows = grad_output.size(2);
+  const int64_t w = grad_output.size(3), hw = h * w, y1 = y0 + rows;
+  const scalar_t* g = grad_output.data_ptr<scalar_t>();
+  scalar_t* gi = grad_input.data_ptr<scalar_t>();
+  const int32_t* cell_p = cell.data_ptr<int32_t>();
+  const scalar_t* weight_p = weight.data_ptr<scalar_t>();
+  at::parallel_for(0, n * h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t source_row = begin; source_row < end; ++source_row) {
+      const int64_t b = source_row / h;
+      for (int64_t p = source_row * w; p < (source_row + 1) * w; ++p) {
+        const int64_t q = p - b * hw, cx = cell_p[2 * p], cy = cell_p[2 * p + 1];
+        if (cy == kNoCorner || cy + 1 < y0 || cy >= y1) continue;
+        for (int k = 0; k < 4; ++k) {
+          const int64_t tx = cx + (k & 1), ty = cy + (k >> 1);
+          if (tx < 0 || tx >= w || ty < y0 || ty >= y1) continue;
+          const scalar_t wk = weight_p[4 * p + k];
+          const int64_t target = (ty - y0) * w + tx;
+          if (channels_last) {
+            const scalar_t* __restrict__ source = g + (b * rows * w + target) * c;
+            scalar_t* __restrict__ dest = gi + p * c;
+            for (int64_t ch = 0; ch < c; ++ch) dest[ch] += wk * source[ch];
+          } else {
+            for (int64_t ch = 0; ch < c; ++ch) {
+              gi[(b * c + ch) * hw + q] += wk * g[(b * c + ch) * rows * w + target];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Gradient w.r.t. the flow: the derivative of the bilinear weights with floor(X), floor(Y) held constant, times the
+// dot product of the source pixel's input and each on-frame corner's output gradient. Per source pixel: no races.
+template <typename scalar_t>
+void backward_flow_kernel(const at::Tensor& input, const at::Tensor& flow, const at::Tensor& grad_output,
+                          int64_t y0, at::Tensor& grad_flow, bool channels_last) {
+  const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
+  const int64_t rows = grad_output.size(2), hw = h * w, y1 = y0 + rows;
+  const scalar_t* in = input.data_ptr<scalar_t>();
+  const scalar_t* g = grad_output.data_ptr<scalar_t>();
+  const auto flow_a = flow.accessor<scalar_t, 4>();
+  auto grad_a = grad_flow.accessor<scalar_t, 4>();
+  at::parallel_for(0, n * h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t source_row = begin; source_row < end; ++source_row) {
+      const int64_t b = source_row / h, y = source_row % h;
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t q = y * w + x;
+        const scalar_t tx = static_cast<scalar_t>(x) + flow_a[b][0][y][x];
+        const scalar_t ty = static_cast<scalar_t>(y) + flow_a[b][1][y][x];
+        const scalar_t fx0 = std::floor(tx), fy0 = std::floor(ty);
+        scalar_t gx = 0, gy = 0;
+        if (fx0 >= -1 && fx0 <= w - 1 && fy0 >= -1 && fy0 <= h - 1) {
+          const int64_t x0 = static_cast<int64_t>(fx0), y0c = static_cast<int64_t>(fy0);
+          const scalar_t ax = tx - fx0, ay = ty - fy0;
+          const scalar_t mask_x[2] = {static_cast<scalar_t>(x0 >= 0), static_cast<scalar_t>(x0 < w - 1)};
+          const scalar_t mask_y[2] = {static_cast<scalar_t>(y0c >= 0), static_cast<scalar_t>(y0c < h - 1)};
+          const scalar_t weight_x[2] = {(1 - ax) * mask_x[0], ax * mask_x[1]};
+          const scalar_t weight_y[2] = {(1 - ay) * mask_y[0], ay * mask_y[1]};
+          for (int k = 0; k < 4; ++k) {
+            const int dx = k & 1, dy = k >> 1;
+            const int64_t cx = x0 + dx, cy = y0c + dy;
+            if (cx < 0 || cx >= w || cy < y0 || cy >= y1) continue;
+            const int64_t target = (cy - y0) * w + cx;
+            scalar_t dot = 0;
+            if (channels_last) {
+              const scalar_t* __restrict__ source = in + (b * hw + q) * c;
+              const scalar_t* __restrict__ grad = g + (b * rows * w + target) * c;
+              for (int64_t ch = 0; ch < c; ++ch) dot += source[ch] * grad[ch];
+            } else {
+              for (int64_t ch = 0; ch < c; ++ch) dot += in[(b * c + ch) * hw + q] * g[(b * c + ch) * rows * w + target];
+            }
+            gx += (dx ? mask_x[1] : -mask_x[0]) * weight_y[dy] * dot;
+            gy += weight_x[dx] * (dy ? mask_y[1] : -mask_y[0]) * dot;
+          }
+        }
+        grad_a[b][0][y][x] = gx;
+        grad_a[b][1][y][x] = gy;
+      }
+    }
+  });
+}
+
 }  // namespace
+
+static at::MemoryFormat format_of(const at::Tensor& tensor) {
+  return tensor.is_contiguous(at::MemoryFormat::ChannelsLast) && !tensor.is_contiguous()
+             ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 std::vector<at::Tensor> prepare(const at::Tensor& flow) {
   TORCH_CHECK(flow.device().is_cpu(), "splat_cpu: flow must be on the CPU");
@@ -131,8 +226,8 @@ at::Tensor apply(const at::Tensor& input, const at::Tensor& cell, const at::Tens
   TORCH_CHECK(input.scalar_type() == weight.scalar_type(), "splat_cpu: input and weights differ in dtype");
   TORCH_CHECK(cell.size(0) == input.size(0) * input.size(2) * input.size(3), "splat_cpu: input and flow differ");
   TORCH_CHECK(0 <= y0 && y0 <= y1 && y1 <= input.size(2), "splat_cpu: bad row range");
-  const bool channels_last = input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous();
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = format_of(input);
+  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   const at::Tensor source = input.contiguous(format);
   at::Tensor output = at::empty({input.size(0), input.size(1), y1 - y0, input.size(3)}, input.options(), format);
   output.zero_();
@@ -142,7 +237,39 @@ at::Tensor apply(const at::Tensor& input, const at::Tensor& cell, const at::Tens
   return output;
 }
 
+at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& cell, const at::Tensor& weight,
+                          int64_t h, int64_t y0) {
+  TORCH_CHECK(grad_output.device().is_cpu() && grad_output.dim() == 4, "splat_cpu: bad output gradient");
+  TORCH_CHECK(grad_output.scalar_type() == weight.scalar_type(), "splat_cpu: gradient and weights differ in dtype");
+  TORCH_CHECK(cell.size(0) == grad_output.size(0) * h * grad_output.size(3), "splat_cpu: gradient and flow differ");
+  const auto format = format_of(grad_output);
+  const at::Tensor grad = grad_output.contiguous(format);
+  at::Tensor grad_input = at::empty({grad.size(0), grad.size(1), h, grad.size(3)}, grad.options(), format);
+  grad_input.zero_();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "splat_cpu_backward_input", [&] {
+    backward_input_kernel<scalar_t>(grad, cell.contiguous(), weight.contiguous(), h, y0, grad_input,
+                                    format == at::MemoryFormat::ChannelsLast);
+  });
+  return grad_input;
+}
+
+at::Tensor backward_flow(const at::Tensor& input, const at::Tensor& flow, const at::Tensor& grad_output,
+                         int64_t y0) {
+  TORCH_CHECK(input.device().is_cpu() && input.dim() == 4 && flow.dim() == 4, "splat_cpu: bad input or flow");
+  TORCH_CHECK(input.scalar_type() == flow.scalar_type() && input.scalar_type() == grad_output.scalar_type(),
+              "splat_cpu: input, flow and gradient differ in dtype");
+  const auto format = format_of(input);
+  const at::Tensor source = input.contiguous(format), grad = grad_output.contiguous(format);
+  at::Tensor grad_flow = at::empty_like(flow, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "splat_cpu_backward_flow", [&] {
+    backward_flow_kernel<scalar_t>(source, flow, grad, y0, grad_flow, format == at::MemoryFormat::ChannelsLast);
+  });
+  return grad_flow;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prepare", &prepare, "corner cells and weights of a flow (see splat_cpu.cpp)");
   m.def("apply", &apply, "summation splat of an input by prepared cells and weights, output rows y0..y1-1");
+  m.def("backward_input", &backward_input, "gradient of apply w.r.t. its input");
+  m.def("backward_flow", &backward_flow, "gradient of apply w.r.t. the flow (floor held constant)");
 }
