@@ -9,8 +9,9 @@
 //
 // backward_input, backward_flow  the gradients of apply w.r.t. its input and the flow (floor held constant).
 //
-// Deterministic and independent of the thread count: a thread owns a band of output rows and visits the source
-// pixels in order, so every target receives its contributions in source order; no atomics.
+// Deterministic and independent of the thread count, no atomics: in apply a thread owns a band of output rows and
+// visits the source pixels in order, so every target receives its contributions in source order; the backward
+// kernels write one source pixel's gradients at a time.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
