@@ -158,8 +158,9 @@ def test_two_process_gloo_run(vimeo, tmp_path):
     accumulator = EventAccumulator(events[0], size_guidance={"scalars": 0, "images": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
-    assert {"train/loss", "train/lr", "train/loss_charbonnier", "train/loss_census", "val/psnr",
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/loss_charbonnier", "train/loss_census", "val/psnr",
             "val/ssim"} <= set(tags["scalars"])
+    assert all(0 < e.value < math.inf for e in accumulator.Scalars("train/grad_norm"))
     assert {"train/images", "val/images"} <= set(tags["images"])
     loss = accumulator.Scalars("train/loss")
     assert [e.step for e in loss] == [1, 2, 3, 4] and all(math.isfinite(e.value) for e in loss)

@@ -414,9 +414,9 @@ def main(argv=None):
                 loss = loss + args.matching_loss_weight * terms["matching"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if args.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            scaler.unscale_(optimizer)     # the norm is logged always; clipped only with --grad_clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       args.grad_clip if args.grad_clip > 0 else float("inf"))
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -425,9 +425,10 @@ def main(argv=None):
             if step % args.log_interval == 0 or step == args.steps:
                 elapsed = time.time() - window_start
                 rate = window_steps / max(elapsed, 1e-9)
-                logger.scalars(step, {"train/loss": loss.item(), "train/lr": lr,
+                logger.scalars(step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
                                       **{f"train/loss_{k}": v.item() for k, v in terms.items()}})
-                logger.line(f"step {step}/{args.steps} | loss {loss.item():.4f} | lr {lr:.2e} | "
+                logger.line(f"step {step}/{args.steps} | loss {loss.item():.4f} | grad norm {grad_norm.item():.3g} | "
+                            f"lr {lr:.2e} | "
                             f"{rate:.3f} it/s | ETA {format_duration((args.steps - step) / max(rate, 1e-9))}")
                 window_start, window_steps = time.time(), 0
             if step % args.image_interval == 0 or step == start_step + 1:
