@@ -62,8 +62,8 @@ void prepare_kernel(const at::Tensor& flow, at::Tensor& cell, at::Tensor& weight
 }
 
 // Adds every source pixel of image `b` whose corners reach output rows [band0, band1) to them, in source order.
-// `kChannelsLast`: channels are contiguous per pixel (vectorizable inner loop); otherwise planes of h*w / rows*w.
-template <typename scalar_t, bool kChannelsLast>
+// Input and output are channels-last (channels contiguous per pixel: a vectorizable inner loop).
+template <typename scalar_t>
 void splat_band(const scalar_t* __restrict__ in, const int32_t* __restrict__ cell,
                 const scalar_t* __restrict__ weight, scalar_t* __restrict__ out, int64_t b, int64_t c, int64_t h,
                 int64_t w, int64_t y0, int64_t y1, int64_t band0, int64_t band1) {
@@ -77,14 +77,9 @@ void splat_band(const scalar_t* __restrict__ in, const int32_t* __restrict__ cel
       const int64_t tx = cx + (k & 1), ty = cy + (k >> 1);
       if (tx < 0 || tx >= w || ty < band0 || ty >= band1) continue;
       const scalar_t wk = weight[4 * p + k];
-      const int64_t target = (ty - y0) * w + tx;
-      if (kChannelsLast) {
-        const scalar_t* __restrict__ source = image_in + q * c;
-        scalar_t* __restrict__ dest = image_out + target * c;
-        for (int64_t ch = 0; ch < c; ++ch) dest[ch] += wk * source[ch];
-      } else {
-        for (int64_t ch = 0; ch < c; ++ch) image_out[ch * rows * w + target] += wk * image_in[ch * hw + q];
-      }
+      const scalar_t* __restrict__ source = image_in + q * c;
+      scalar_t* __restrict__ dest = image_out + ((ty - y0) * w + tx) * c;
+      for (int64_t ch = 0; ch < c; ++ch) dest[ch] += wk * source[ch];
     }
   }
 }
@@ -93,7 +88,7 @@ void splat_band(const scalar_t* __restrict__ in, const int32_t* __restrict__ cel
 // its band, so every target still receives its contributions in source order whatever the number of bands.
 template <typename scalar_t>
 void apply_kernel(const at::Tensor& input, const at::Tensor& cell, const at::Tensor& weight, int64_t y0,
-                  int64_t y1, at::Tensor& output, bool channels_last) {
+                  int64_t y1, at::Tensor& output) {
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), y1 - y0));
   const scalar_t* in = input.data_ptr<scalar_t>();
@@ -104,11 +99,7 @@ void apply_kernel(const at::Tensor& input, const at::Tensor& cell, const at::Ten
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / bands, band = task % bands;
       const int64_t band0 = y0 + (y1 - y0) * band / bands, band1 = y0 + (y1 - y0) * (band + 1) / bands;
-      if (channels_last) {
-        splat_band<scalar_t, true>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1);
-      } else {
-        splat_band<scalar_t, false>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1);
-      }
+      splat_band<scalar_t>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1);
     }
   });
 }
@@ -117,9 +108,9 @@ void apply_kernel(const at::Tensor& input, const at::Tensor& cell, const at::Ten
 // weighted, corner by corner. Each task owns whole source rows: deterministic.
 template <typename scalar_t>
 void backward_input_kernel(const at::Tensor& grad_output, const at::Tensor& cell, const at::Tensor& weight,
-                           int64_t h, int64_t y0, at::Tensor& grad_input, bool channels_last) {
+                           int64_t h, int64_t y0, at::Tensor& grad_input) {
   const int64_t n = grad_output.size(0), c = grad_output.size(1), rows = grad_output.size(2);
-  const int64_t w = grad_output.size(3), hw = h * w, y1 = y0 + rows;
+  const int64_t w = grad_output.size(3), y1 = y0 + rows;
   const scalar_t* g = grad_output.data_ptr<scalar_t>();
   scalar_t* gi = grad_input.data_ptr<scalar_t>();
   const int32_t* cell_p = cell.data_ptr<int32_t>();
@@ -128,22 +119,15 @@ void backward_input_kernel(const at::Tensor& grad_output, const at::Tensor& cell
     for (int64_t source_row = begin; source_row < end; ++source_row) {
       const int64_t b = source_row / h;
       for (int64_t p = source_row * w; p < (source_row + 1) * w; ++p) {
-        const int64_t q = p - b * hw, cx = cell_p[2 * p], cy = cell_p[2 * p + 1];
+        const int64_t cx = cell_p[2 * p], cy = cell_p[2 * p + 1];
         if (cy == kNoCorner || cy + 1 < y0 || cy >= y1) continue;
         for (int k = 0; k < 4; ++k) {
           const int64_t tx = cx + (k & 1), ty = cy + (k >> 1);
           if (tx < 0 || tx >= w || ty < y0 || ty >= y1) continue;
           const scalar_t wk = weight_p[4 * p + k];
-          const int64_t target = (ty - y0) * w + tx;
-          if (channels_last) {
-            const scalar_t* __restrict__ source = g + (b * rows * w + target) * c;
-            scalar_t* __restrict__ dest = gi + p * c;
-            for (int64_t ch = 0; ch < c; ++ch) dest[ch] += wk * source[ch];
-          } else {
-            for (int64_t ch = 0; ch < c; ++ch) {
-              gi[(b * c + ch) * hw + q] += wk * g[(b * c + ch) * rows * w + target];
-            }
-          }
+          const scalar_t* __restrict__ source = g + (b * rows * w + (ty - y0) * w + tx) * c;
+          scalar_t* __restrict__ dest = gi + p * c;
+          for (int64_t ch = 0; ch < c; ++ch) dest[ch] += wk * source[ch];
         }
       }
     }
@@ -154,7 +138,7 @@ void backward_input_kernel(const at::Tensor& grad_output, const at::Tensor& cell
 // dot product of the source pixel's input and each on-frame corner's output gradient. Per source pixel: no races.
 template <typename scalar_t>
 void backward_flow_kernel(const at::Tensor& input, const at::Tensor& flow, const at::Tensor& grad_output,
-                          int64_t y0, at::Tensor& grad_flow, bool channels_last) {
+                          int64_t y0, at::Tensor& grad_flow) {
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   const int64_t rows = grad_output.size(2), hw = h * w, y1 = y0 + rows;
   const scalar_t* in = input.data_ptr<scalar_t>();
@@ -181,15 +165,10 @@ void backward_flow_kernel(const at::Tensor& input, const at::Tensor& flow, const
             const int dx = k & 1, dy = k >> 1;
             const int64_t cx = x0 + dx, cy = y0c + dy;
             if (cx < 0 || cx >= w || cy < y0 || cy >= y1) continue;
-            const int64_t target = (cy - y0) * w + cx;
+            const scalar_t* __restrict__ source = in + (b * hw + q) * c;
+            const scalar_t* __restrict__ grad = g + (b * rows * w + (cy - y0) * w + cx) * c;
             scalar_t dot = 0;
-            if (channels_last) {
-              const scalar_t* __restrict__ source = in + (b * hw + q) * c;
-              const scalar_t* __restrict__ grad = g + (b * rows * w + target) * c;
-              for (int64_t ch = 0; ch < c; ++ch) dot += source[ch] * grad[ch];
-            } else {
-              for (int64_t ch = 0; ch < c; ++ch) dot += in[(b * c + ch) * hw + q] * g[(b * c + ch) * rows * w + target];
-            }
+            for (int64_t ch = 0; ch < c; ++ch) dot += source[ch] * grad[ch];
             gx += (dx ? mask_x[1] : -mask_x[0]) * weight_y[dy] * dot;
             gy += weight_x[dx] * (dy ? mask_y[1] : -mask_y[0]) * dot;
           }
@@ -203,9 +182,17 @@ void backward_flow_kernel(const at::Tensor& input, const at::Tensor& flow, const
 
 }  // namespace
 
+// The kernels read and write channels-last memory (a contiguous tensor is converted on the way in and the output
+// on the way out, as the reference gathers from an N*H*W x C table); C = 1 is the same memory in both layouts.
 static at::MemoryFormat format_of(const at::Tensor& tensor) {
   return tensor.is_contiguous(at::MemoryFormat::ChannelsLast) && !tensor.is_contiguous()
              ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+static at::Tensor channels_last_zeros(const at::Tensor& like, int64_t rows) {
+  at::Tensor zeros = at::empty({like.size(0), like.size(1), rows, like.size(3)}, like.options(),
+                               at::MemoryFormat::ChannelsLast);
+  return zeros.zero_();
 }
 
 std::vector<at::Tensor> prepare(const at::Tensor& flow) {
@@ -227,15 +214,12 @@ at::Tensor apply(const at::Tensor& input, const at::Tensor& cell, const at::Tens
   TORCH_CHECK(input.scalar_type() == weight.scalar_type(), "splat_cpu: input and weights differ in dtype");
   TORCH_CHECK(cell.size(0) == input.size(0) * input.size(2) * input.size(3), "splat_cpu: input and flow differ");
   TORCH_CHECK(0 <= y0 && y0 <= y1 && y1 <= input.size(2), "splat_cpu: bad row range");
-  const auto format = format_of(input);
-  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
-  const at::Tensor source = input.contiguous(format);
-  at::Tensor output = at::empty({input.size(0), input.size(1), y1 - y0, input.size(3)}, input.options(), format);
-  output.zero_();
+  const at::Tensor source = input.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor output = channels_last_zeros(input, y1 - y0);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "splat_cpu_apply", [&] {
-    apply_kernel<scalar_t>(source, cell.contiguous(), weight.contiguous(), y0, y1, output, channels_last);
+    apply_kernel<scalar_t>(source, cell.contiguous(), weight.contiguous(), y0, y1, output);
   });
-  return output;
+  return output.contiguous(format_of(input));
 }
 
 at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& cell, const at::Tensor& weight,
@@ -243,13 +227,10 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& cell,
   TORCH_CHECK(grad_output.device().is_cpu() && grad_output.dim() == 4, "splat_cpu: bad output gradient");
   TORCH_CHECK(grad_output.scalar_type() == weight.scalar_type(), "splat_cpu: gradient and weights differ in dtype");
   TORCH_CHECK(cell.size(0) == grad_output.size(0) * h * grad_output.size(3), "splat_cpu: gradient and flow differ");
-  const auto format = format_of(grad_output);
-  const at::Tensor grad = grad_output.contiguous(format);
-  at::Tensor grad_input = at::empty({grad.size(0), grad.size(1), h, grad.size(3)}, grad.options(), format);
-  grad_input.zero_();
+  const at::Tensor grad = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor grad_input = channels_last_zeros(grad, h);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "splat_cpu_backward_input", [&] {
-    backward_input_kernel<scalar_t>(grad, cell.contiguous(), weight.contiguous(), h, y0, grad_input,
-                                    format == at::MemoryFormat::ChannelsLast);
+    backward_input_kernel<scalar_t>(grad, cell.contiguous(), weight.contiguous(), h, y0, grad_input);
   });
   return grad_input;
 }
@@ -259,11 +240,11 @@ at::Tensor backward_flow(const at::Tensor& input, const at::Tensor& flow, const 
   TORCH_CHECK(input.device().is_cpu() && input.dim() == 4 && flow.dim() == 4, "splat_cpu: bad input or flow");
   TORCH_CHECK(input.scalar_type() == flow.scalar_type() && input.scalar_type() == grad_output.scalar_type(),
               "splat_cpu: input, flow and gradient differ in dtype");
-  const auto format = format_of(input);
-  const at::Tensor source = input.contiguous(format), grad = grad_output.contiguous(format);
+  const at::Tensor source = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor grad = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor grad_flow = at::empty_like(flow, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "splat_cpu_backward_flow", [&] {
-    backward_flow_kernel<scalar_t>(source, flow, grad, y0, grad_flow, format == at::MemoryFormat::ChannelsLast);
+    backward_flow_kernel<scalar_t>(source, flow, grad, y0, grad_flow);
   });
   return grad_flow;
 }
