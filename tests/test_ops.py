@@ -250,6 +250,29 @@ def test_auto_backend_uses_the_cpp_kernel_on_the_cpu():
         softsplat.set_backend("fortran")
 
 
+def test_a_kernel_that_cannot_be_built_warns_and_leaves_splatting_on_the_reference(monkeypatch):
+    from torch.utils import cpp_extension
+    from core.ops import softsplat_cpu
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    softsplat_cpu._extension.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+            assert not softsplat_cpu.available()
+        inp, flow = torch.rand(1, 2, 5, 6), torch.zeros(1, 2, 5, 6)
+        assert softsplat.choose_backend(inp) == "torch"
+        assert torch.equal(splat(inp, flow), inp)
+        softsplat.set_backend("cpp")
+        with pytest.raises(RuntimeError, match="could not be built"):
+            splat(inp, flow)
+    finally:
+        softsplat.set_backend("auto")
+        softsplat_cpu._extension.cache_clear()
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed (CUDA kernels are compile-checked only where it is)")
 @pytest.mark.parametrize("c_type", ["float", "double"])
 def test_cupy_kernel_source_compiles(tmp_path, c_type):
