@@ -5,7 +5,7 @@ bit for bit; sums differ only by float rounding (each target adds its contributi
 corner by corner). Gradients w.r.t. the input and the flow are those of the reference (the bilinear weights'
 derivative with the floor held constant), each output element owned by one thread: deterministic.
 
-The extension is compiled with ``torch.utils.cpp_extension`` on first use (about a minute; needs a C++ compiler)
+The extension is compiled with ``torch.utils.cpp_extension`` on first use (20-60 s; needs a C++ compiler and ninja)
 and cached by PyTorch (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). If it cannot be built,
 :func:`available` is False, a warning says why, and splatting stays on the reference.
 """
@@ -33,7 +33,7 @@ def _extension():
     name = "upr_splat_cpu"
     build_dir = pathlib.Path(cpp_extension._get_build_directory(name, verbose=False))
     if not any(build_dir.glob(f"{name}*.so")):
-        print("Compiling the CPU splatting kernel (first use only, about a minute) ...", file=sys.stderr)
+        print("Compiling the CPU splatting kernel (first use only, 20-60 s) ...", file=sys.stderr)
     try:
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
                                   extra_ldflags=["-fopenmp"], verbose=False)
