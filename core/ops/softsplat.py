@@ -18,7 +18,7 @@ Backends, chosen in one place (:func:`choose_backend`):
     "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS, differentiable; the
              reference the others are tested against.
     "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable, differentiable.
-    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors, differentiable, compiled on first use; 7-14x
+    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors, differentiable, compiled on first use; 6-13x
              faster than the reference at 640x480.
     "auto"   (default) cupy for CUDA tensors, cpp for CPU tensors, each when available; torch otherwise.
 Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=auto|torch|cupy|cpp``.
