@@ -62,11 +62,14 @@ void prepare_kernel(const at::Tensor& flow, at::Tensor& cell, at::Tensor& weight
 }
 
 // Adds every source pixel of image `b` whose corners reach output rows [band0, band1) to them, in source order.
-// Input and output are channels-last (channels contiguous per pixel: a vectorizable inner loop).
-template <typename scalar_t>
+// Input and output are channels-last (channels contiguous per pixel: a vectorizable inner loop). kChannels > 0
+// fixes the channel count at compile time (for the narrow images and normalisers, whose loop overhead
+// dominates; 1.2-2x faster there); 0: runtime `c` (vectorized, what wide features need).
+template <typename scalar_t, int kChannels>
 void splat_band(const scalar_t* __restrict__ in, const int32_t* __restrict__ cell,
-                const scalar_t* __restrict__ weight, scalar_t* __restrict__ out, int64_t b, int64_t c, int64_t h,
-                int64_t w, int64_t y0, int64_t y1, int64_t band0, int64_t band1) {
+                const scalar_t* __restrict__ weight, scalar_t* __restrict__ out, int64_t b, int64_t runtime_c,
+                int64_t h, int64_t w, int64_t y0, int64_t y1, int64_t band0, int64_t band1) {
+  const int64_t c = kChannels > 0 ? kChannels : runtime_c;
   const int64_t hw = h * w, rows = y1 - y0;
   const scalar_t* image_in = in + b * hw * c;
   scalar_t* image_out = out + b * rows * w * c;
@@ -99,7 +102,11 @@ void apply_kernel(const at::Tensor& input, const at::Tensor& cell, const at::Ten
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / bands, band = task % bands;
       const int64_t band0 = y0 + (y1 - y0) * band / bands, band1 = y0 + (y1 - y0) * (band + 1) / bands;
-      splat_band<scalar_t>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1);
+      switch (c) {
+        case 1: splat_band<scalar_t, 1>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1); break;
+        case 3: splat_band<scalar_t, 3>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1); break;
+        default: splat_band<scalar_t, 0>(in, cell_p, weight_p, out, b, c, h, w, y0, y1, band0, band1);
+      }
     }
   });
 }
