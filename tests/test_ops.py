@@ -11,7 +11,7 @@ from core.ops import softsplat
 
 @pytest.fixture(params=["torch", "cpp"])
 def backend(request):
-    """Runs a test once per CPU splatting backend: the pure-PyTorch reference and the C++ inference kernel."""
+    """Runs a test once per CPU splatting backend: the pure-PyTorch reference and the C++ kernel."""
     softsplat.set_backend(request.param)
     yield request.param
     softsplat.set_backend("auto")

@@ -428,8 +428,8 @@ def main(argv=None):
                 logger.scalars(step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
                                       **{f"train/loss_{k}": v.item() for k, v in terms.items()}})
                 logger.line(f"step {step}/{args.steps} | loss {loss.item():.4f} | grad norm {grad_norm.item():.3g} | "
-                            f"lr {lr:.2e} | "
-                            f"{rate:.3f} it/s | ETA {format_duration((args.steps - step) / max(rate, 1e-9))}")
+                            f"lr {lr:.2e} | {rate:.3f} it/s | "
+                            f"ETA {format_duration((args.steps - step) / max(rate, 1e-9))}")
                 window_start, window_steps = time.time(), 0
             if step % args.image_interval == 0 or step == start_step + 1:
                 logger.images(step, "train/images", batch, prediction, bi_flow)

@@ -26,6 +26,31 @@ namespace {
 
 constexpr int32_t kNoCorner = INT32_MIN;
 
+// Where source pixel (x, y) moved by (fx, fy) lands: its top-left target cell and per-axis bilinear weights, the
+// arithmetic of the reference (softsplat._cells_and_weights) step for step. Corner (dy, dx) weighs
+// weight_x[dx] * weight_y[dy]; a neighbour off the frame has mask 0 and weight 0. `on_frame` is false when no
+// corner lands on the frame (NaN compares false, so non-finite targets too).
+template <typename scalar_t>
+struct Bilinear {
+  bool on_frame;
+  int64_t x0, y0;
+  scalar_t mask_x[2], mask_y[2], weight_x[2], weight_y[2];
+
+  Bilinear(int64_t x, int64_t y, scalar_t fx, scalar_t fy, int64_t w, int64_t h) {
+    const scalar_t tx = static_cast<scalar_t>(x) + fx, ty = static_cast<scalar_t>(y) + fy;
+    const scalar_t floor_x = std::floor(tx), floor_y = std::floor(ty);
+    on_frame = floor_x >= -1 && floor_x <= w - 1 && floor_y >= -1 && floor_y <= h - 1;
+    if (!on_frame) return;
+    x0 = static_cast<int64_t>(floor_x);
+    y0 = static_cast<int64_t>(floor_y);
+    const scalar_t ax = tx - floor_x, ay = ty - floor_y;
+    mask_x[0] = x0 >= 0; mask_x[1] = x0 < w - 1;
+    mask_y[0] = y0 >= 0; mask_y[1] = y0 < h - 1;
+    weight_x[0] = (1 - ax) * mask_x[0]; weight_x[1] = ax * mask_x[1];
+    weight_y[0] = (1 - ay) * mask_y[0]; weight_y[1] = ay * mask_y[1];
+  }
+};
+
 template <typename scalar_t>
 void prepare_kernel(const at::Tensor& flow, at::Tensor& cell, at::Tensor& weight) {
   const int64_t n = flow.size(0), h = flow.size(2), w = flow.size(3);
@@ -37,25 +62,12 @@ void prepare_kernel(const at::Tensor& flow, at::Tensor& cell, at::Tensor& weight
       const int64_t b = row / h, y = row % h;
       for (int64_t x = 0; x < w; ++x) {
         const int64_t p = row * w + x;
-        const scalar_t fx = flow_a[b][0][y][x], fy = flow_a[b][1][y][x];
-        const scalar_t tx = static_cast<scalar_t>(x) + fx, ty = static_cast<scalar_t>(y) + fy;
-        const scalar_t x0 = std::floor(tx), y0 = std::floor(ty);
-        // no corner on the frame (NaN compares false, so non-finite targets land here too)
-        if (!(x0 >= -1 && x0 <= w - 1 && y0 >= -1 && y0 <= h - 1)) {
-          cell_p[2 * p] = 0;
-          cell_p[2 * p + 1] = kNoCorner;
-          for (int k = 0; k < 4; ++k) weight_p[4 * p + k] = 0;
-          continue;
+        const Bilinear<scalar_t> target(x, y, flow_a[b][0][y][x], flow_a[b][1][y][x], w, h);
+        cell_p[2 * p] = target.on_frame ? static_cast<int32_t>(target.x0) : 0;
+        cell_p[2 * p + 1] = target.on_frame ? static_cast<int32_t>(target.y0) : kNoCorner;
+        for (int k = 0; k < 4; ++k) {
+          weight_p[4 * p + k] = target.on_frame ? target.weight_x[k & 1] * target.weight_y[k >> 1] : 0;
         }
-        const scalar_t ax = tx - x0, ay = ty - y0;
-        const scalar_t left = (1 - ax) * (x0 >= 0), right = ax * (x0 < w - 1);
-        const scalar_t top = (1 - ay) * (y0 >= 0), bottom = ay * (y0 < h - 1);
-        cell_p[2 * p] = static_cast<int32_t>(x0);
-        cell_p[2 * p + 1] = static_cast<int32_t>(y0);
-        weight_p[4 * p + 0] = left * top;
-        weight_p[4 * p + 1] = right * top;
-        weight_p[4 * p + 2] = left * bottom;
-        weight_p[4 * p + 3] = right * bottom;
       }
     }
   });
@@ -157,27 +169,23 @@ void backward_flow_kernel(const at::Tensor& input, const at::Tensor& flow, const
       const int64_t b = source_row / h, y = source_row % h;
       for (int64_t x = 0; x < w; ++x) {
         const int64_t q = y * w + x;
-        const scalar_t tx = static_cast<scalar_t>(x) + flow_a[b][0][y][x];
-        const scalar_t ty = static_cast<scalar_t>(y) + flow_a[b][1][y][x];
-        const scalar_t fx0 = std::floor(tx), fy0 = std::floor(ty);
+        const Bilinear<scalar_t> t(x, y, flow_a[b][0][y][x], flow_a[b][1][y][x], w, h);
         scalar_t gx = 0, gy = 0;
-        if (fx0 >= -1 && fx0 <= w - 1 && fy0 >= -1 && fy0 <= h - 1) {
-          const int64_t x0 = static_cast<int64_t>(fx0), y0c = static_cast<int64_t>(fy0);
-          const scalar_t ax = tx - fx0, ay = ty - fy0;
-          const scalar_t mask_x[2] = {static_cast<scalar_t>(x0 >= 0), static_cast<scalar_t>(x0 < w - 1)};
-          const scalar_t mask_y[2] = {static_cast<scalar_t>(y0c >= 0), static_cast<scalar_t>(y0c < h - 1)};
-          const scalar_t weight_x[2] = {(1 - ax) * mask_x[0], ax * mask_x[1]};
-          const scalar_t weight_y[2] = {(1 - ay) * mask_y[0], ay * mask_y[1]};
+        if (t.on_frame) {
+          // the per-axis factors of d weight / d flow: d weight_x[dx] / d fx = +-mask_x[dx], likewise for y; local
+          // arrays, not the struct's (reading those in the loop made 16-channel gradients ~12% slower)
+          const scalar_t slope_x[2] = {-t.mask_x[0], t.mask_x[1]}, slope_y[2] = {-t.mask_y[0], t.mask_y[1]};
+          const scalar_t weight_x[2] = {t.weight_x[0], t.weight_x[1]}, weight_y[2] = {t.weight_y[0], t.weight_y[1]};
           for (int k = 0; k < 4; ++k) {
             const int dx = k & 1, dy = k >> 1;
-            const int64_t cx = x0 + dx, cy = y0c + dy;
-            if (cx < 0 || cx >= w || cy < y0 || cy >= y1) continue;
+            const int64_t tx = t.x0 + dx, ty = t.y0 + dy;
+            if (tx < 0 || tx >= w || ty < y0 || ty >= y1) continue;
             const scalar_t* __restrict__ source = in + (b * hw + q) * c;
-            const scalar_t* __restrict__ grad = g + (b * rows * w + (cy - y0) * w + cx) * c;
+            const scalar_t* __restrict__ grad = g + (b * rows * w + (ty - y0) * w + tx) * c;
             scalar_t dot = 0;
             for (int64_t ch = 0; ch < c; ++ch) dot += source[ch] * grad[ch];
-            gx += (dx ? mask_x[1] : -mask_x[0]) * weight_y[dy] * dot;
-            gy += weight_x[dx] * (dy ? mask_y[1] : -mask_y[0]) * dot;
+            gx += slope_x[dx] * weight_y[dy] * dot;
+            gy += weight_x[dx] * slope_y[dy] * dot;
           }
         }
         grad_a[b][0][y][x] = gx;
