@@ -63,11 +63,15 @@ void prepare_kernel(const at::Tensor& flow, at::Tensor& cell, at::Tensor& weight
       for (int64_t x = 0; x < w; ++x) {
         const int64_t p = row * w + x;
         const Bilinear<scalar_t> target(x, y, flow_a[b][0][y][x], flow_a[b][1][y][x], w, h);
-        cell_p[2 * p] = target.on_frame ? static_cast<int32_t>(target.x0) : 0;
-        cell_p[2 * p + 1] = target.on_frame ? static_cast<int32_t>(target.y0) : kNoCorner;
-        for (int k = 0; k < 4; ++k) {
-          weight_p[4 * p + k] = target.on_frame ? target.weight_x[k & 1] * target.weight_y[k >> 1] : 0;
+        if (!target.on_frame) {
+          cell_p[2 * p] = 0;
+          cell_p[2 * p + 1] = kNoCorner;
+          for (int k = 0; k < 4; ++k) weight_p[4 * p + k] = 0;
+          continue;
         }
+        cell_p[2 * p] = static_cast<int32_t>(target.x0);
+        cell_p[2 * p + 1] = static_cast<int32_t>(target.y0);
+        for (int k = 0; k < 4; ++k) weight_p[4 * p + k] = target.weight_x[k & 1] * target.weight_y[k >> 1];
       }
     }
   });
