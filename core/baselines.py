@@ -13,8 +13,8 @@ Each takes N x 3 x H x W float frames in [0, 1] and a list of times and returns 
 """
 import fractions
 import glob
-import math
 import importlib.util
+import math
 import os
 
 import av
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .device import resolve_device
+from .frames import image_to_tensor, tensor_to_image
 from .interpolator import pad_to_multiple
 
 
@@ -34,13 +35,8 @@ class AveragingInterpolator:
         return [img0 * (1 - t) + img1 * t for t in time_periods], None
 
 
-def _to_rgb_uint8(img):
-    """3 x H x W float in [0, 1] -> H x W x 3 uint8, rounded."""
-    return np.ascontiguousarray((img.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8))
-
-
 def _to_grey_uint8(img):
-    return cv2.cvtColor(_to_rgb_uint8(img), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(tensor_to_image(img), cv2.COLOR_RGB2GRAY)
 
 
 class DISFlowInterpolator:
@@ -157,9 +153,10 @@ class MinterpolateInterpolator:
         fps = math.lcm(*(t.denominator for t in times))
         frames = [[] for _ in times]
         for a, b in zip(img0, img1):
-            resampled = self._resample(_to_rgb_uint8(a), _to_rgb_uint8(b), fps)
+            rgb0, rgb1 = (np.ascontiguousarray(tensor_to_image(x)) for x in (a, b))   # PyAV wants C order
+            resampled = self._resample(rgb0, rgb1, fps)
             for k, t in enumerate(times):
-                frames[k].append(torch.from_numpy(resampled[t]).permute(2, 0, 1).float() / 255.0)
+                frames[k].append(image_to_tensor(resampled[t])[0])
         return [torch.stack(f).to(img0.device) for f in frames], None
 
 
