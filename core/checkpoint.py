@@ -5,7 +5,9 @@ DDP, so their keys carry a ``module.`` prefix; they load unchanged. Nothing is e
 ``.pkl``/``.pth``/``.pt`` files go through ``torch.load(..., weights_only=True)``.
 """
 import os
+import pickle
 import tempfile
+import warnings
 
 import torch
 
@@ -32,8 +34,13 @@ def read_state_dict(path):
             from safetensors.torch import load_file
             state = load_file(path, device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, truncated, or not a tensor-only file
+            with warnings.catch_warnings():    # torch warns about pickle protocols before failing on garbage
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message advises weights_only=False, which we never do
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, or it pickles Python objects other than "
+                              f"tensors and containers (checkpoints are loaded with weights_only=True)") from None
+    except Exception as error:  # truncated, empty, or not a checkpoint at all
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
     for wrapper in ("model", "state_dict"):  # training checkpoints and {"state_dict": ...} files
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

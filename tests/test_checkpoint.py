@@ -58,5 +58,14 @@ def test_corrupt_and_missing_files(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pkl"
     torch.save({"model": core.build_model("base").state_dict(), "note": object()}, path)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="pickles Python objects") as refused:
         read_state_dict(path)
+    assert "weights_only=False" not in str(refused.value)    # never advise unpickling arbitrary objects
+
+
+def test_garbage_pickle_is_refused_without_torch_warnings(tmp_path, recwarn):
+    path = tmp_path / "garbage.pkl"
+    path.write_bytes(b"\x80\x04garbage")                     # a pickle header, then nonsense
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*garbage.pkl: corrupt"):
+        read_state_dict(path)
+    assert len(recwarn) == 0
