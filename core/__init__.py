@@ -9,7 +9,7 @@ Public API::
     interpolator = core.Interpolator.from_checkpoint("checkpoints/upr-base.pkl")
     frames = interpolator.interpolate(frame0, frame1, [0.25, 0.5, 0.75])   # any size, uint8/float
 """
-from .checkpoint import CheckpointError, load_weights, save_weights
+from .checkpoint import CheckpointError, average_weights, load_weights, save_weights
 from .interpolator import Interpolator, InputError, choose_pyramid
 from .model import UPRNet
 from .options import MODEL_SIZES, model_options
@@ -22,5 +22,5 @@ def build_model(model_size="base", pyr_level=3, nr_lvl_skipped=0):
     return UPRNet(model_size, pyr_level, nr_lvl_skipped)
 
 
-__all__ = ["build_model", "load_weights", "save_weights", "CheckpointError", "UPRNet", "Interpolator",
-           "InputError", "choose_pyramid", "MODEL_SIZES", "model_options"]
+__all__ = ["build_model", "load_weights", "save_weights", "average_weights", "CheckpointError", "UPRNet",
+           "Interpolator", "InputError", "choose_pyramid", "MODEL_SIZES", "model_options"]

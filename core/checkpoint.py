@@ -126,3 +126,40 @@ def save_weights(model_or_state, path):
         atomic_save(lambda tmp: save_file(state, tmp), path)
     else:
         atomic_save(lambda tmp: torch.save(state, tmp), path)
+
+
+def average_weights(sources, weights=None):
+    """Weighted element-wise mean of several state dicts of one model (paths or dicts): a "model soup".
+
+    Meant for weights of one lineage (e.g. a run and the run continued from it), which lie in one basin.
+    ``weights`` (default: equal) are normalised to sum to 1. Every source must have the same keys and shapes;
+    non-float tensors must be equal in all sources. Returns a new state dict (summed in float64, returned in
+    each tensor's own dtype).
+    """
+    if not sources:
+        raise CheckpointError("no checkpoints to average")
+    weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise CheckpointError(f"need one non-negative weight per checkpoint ({len(sources)}), with a positive "
+                              f"sum; got {weights}")
+    names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"state dict {i}" for i, s in enumerate(sources)]
+    states = [strip_prefix(read_state_dict(s) if isinstance(s, (str, os.PathLike)) else dict(s)) for s in sources]
+    first = states[0]
+    for name, state in zip(names[1:], states[1:]):
+        if state.keys() != first.keys():
+            differing = sorted(set(state) ^ set(first))
+            raise CheckpointError(f"{name} and {names[0]} have different keys: {', '.join(differing[:5])}")
+        misshaped = [k for k in first if state[k].shape != first[k].shape]
+        if misshaped:
+            raise CheckpointError(f"{name} and {names[0]} differ in shape at {', '.join(misshaped[:5])}")
+    total = sum(weights)
+    averaged = {}
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            mean = sum(w / total * state[key].double() for w, state in zip(weights, states))
+            averaged[key] = mean.to(tensor.dtype)
+        else:
+            if not all(torch.equal(state[key], tensor) for state in states[1:]):
+                raise CheckpointError(f"non-float tensor {key} differs between checkpoints; cannot average it")
+            averaged[key] = tensor.clone()
+    return averaged

@@ -69,3 +69,50 @@ def test_garbage_pickle_is_refused_without_torch_warnings(tmp_path, recwarn):
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*garbage.pkl: corrupt"):
         read_state_dict(path)
     assert len(recwarn) == 0
+
+
+def test_average_weights_is_the_weighted_elementwise_mean(tmp_path):
+    a = {"w": torch.tensor([1.0, -2.0, 4.0]), "steps": torch.tensor(7)}
+    b = {"module.w": torch.tensor([3.0, 2.0, 0.0]), "module.steps": torch.tensor(7)}   # DDP prefix is dropped
+    torch.save(a, tmp_path / "a.pkl")
+    equal = core.average_weights([tmp_path / "a.pkl", b])
+    assert torch.equal(equal["w"], torch.tensor([2.0, 0.0, 2.0])) and equal["steps"].item() == 7
+    weighted = core.average_weights([a, b], weights=[3, 1])           # 0.75 a + 0.25 b
+    assert torch.equal(weighted["w"], torch.tensor([1.5, -1.0, 3.0]))
+    assert weighted["w"].dtype == torch.float32
+
+
+def test_average_of_a_model_with_itself_is_the_model():
+    model = core.build_model("base")
+    state = model.state_dict()
+    averaged = core.average_weights([state, state, state])
+    assert all(torch.equal(averaged[k], v) for k, v in state.items())
+    core.load_weights(core.build_model("base"), averaged)             # loads strictly
+
+
+def test_average_weights_refuses_what_cannot_be_averaged():
+    a = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    with pytest.raises(CheckpointError, match="different keys: v"):
+        core.average_weights([a, {"w": torch.zeros(3), "n": torch.tensor(1), "v": torch.zeros(1)}])
+    with pytest.raises(CheckpointError, match="shape at w"):
+        core.average_weights([a, {"w": torch.zeros(4), "n": torch.tensor(1)}])
+    with pytest.raises(CheckpointError, match="non-float tensor n"):
+        core.average_weights([a, {"w": torch.zeros(3), "n": torch.tensor(2)}])
+    with pytest.raises(CheckpointError, match="one non-negative weight per checkpoint"):
+        core.average_weights([a, a], weights=[1])
+    with pytest.raises(CheckpointError, match="one non-negative weight per checkpoint"):
+        core.average_weights([a, a], weights=[1, -1])
+
+
+def test_average_weights_tool(tmp_path, capsys):
+    from tools import average_weights as tool
+    torch.save({"w": torch.tensor([0.0, 4.0])}, tmp_path / "a.pkl")
+    save_weights({"w": torch.tensor([2.0, 8.0])}, tmp_path / "b.safetensors")
+    out = tmp_path / "soup.safetensors"
+    assert tool.main([str(tmp_path / "a.pkl"), str(tmp_path / "b.safetensors"), "--weights", "1", "3",
+                      "--out", str(out)]) == 0
+    assert torch.equal(read_state_dict(out)["w"], torch.tensor([1.5, 7.0]))
+    assert tool.main([str(tmp_path / "a.pkl"), "--out", str(out)]) == 2
+    assert tool.main([str(tmp_path / "a.pkl"), str(tmp_path / "missing.pkl"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "at least two checkpoints" in err and "checkpoint not found" in err
