@@ -284,6 +284,20 @@ def test_model_file_starts_from_given_weights(vimeo, tmp_path):
     assert max((final[k] - start[k]).abs().max().item() for k in start) < 1e-6
 
 
+def test_validate_only_reproduces_the_logged_validation_and_writes_nothing(vimeo, tmp_path):
+    log_root = str(tmp_path / "log")
+    result = run_train(tiny_args(vimeo, log_root, "scored", steps=4), tmp_path)
+    logged = [float(v) for v in re.findall(r"validation PSNR (\S+) dB", result.stdout)]
+    assert logged
+    best = os.path.join(checkpoint_dir(log_root, "scored"), "best.pkl")
+    check = run_train(tiny_args(vimeo, str(tmp_path / "unused"), "check", model_file=best, validate_only=True),
+                      tmp_path)
+    assert f"{best}: validation PSNR {max(logged):.3f} dB" in check.stdout
+    assert not os.path.exists(tmp_path / "unused")
+    missing = run_train(tiny_args(vimeo, log_root, "check", validate_only=True), tmp_path, check=False)
+    assert missing.returncode != 0 and "--validate_only needs --model_file" in missing.stderr
+
+
 # -------------------------------------------------------------------------------------------- options
 
 

@@ -53,6 +53,9 @@ def build_parser():
     g.add_argument("--stop_at_step", type=int, default=0,
                    help="stop (saving last) after step K, for staged runs; --resume continues (0: off)")
     g.add_argument("--model_file", help="start from these weights (e.g. an official .pkl) for fine-tuning")
+    g.add_argument("--validate_only", action="store_true",
+                   help="print --model_file's validation PSNR / SSIM (as logged during training) and exit; "
+                        "writes nothing")
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
     g.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
@@ -269,6 +272,17 @@ def validate(model, dataset, args, device, logger=None, step=0):
     return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
+def validate_weights(args, device):
+    """--validate_only: score --model_file on the validation set exactly as training does, and print it."""
+    if not args.model_file:
+        raise SystemExit("error: --validate_only needs --model_file")
+    model = build_model(args.model_size, pyr_level=args.pyr_level).to(device)
+    load_weights(model, args.model_file)
+    _, val_set = build_datasets(args)
+    val_psnr, val_ssim = validate(model, val_set, args, device)
+    print(f"{args.model_file}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f} ({len(val_set)} samples)")
+
+
 def save_training_state(path, model, optimizer, step, best_psnr, args, scaler=None):
     state = {"model": strip_prefix(dict(model.state_dict())), "optimizer": optimizer.state_dict(), "step": step,
              "best_psnr": best_psnr, "args": vars(args), "torch_rng": torch.get_rng_state(),
@@ -293,6 +307,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     seed_everything(args.seed, rank)
     is_main = rank == 0
+    if args.validate_only:
+        return validate_weights(args, device)
 
     exp_dir = os.path.join(args.train_log_root, args.exp_name)
     ckpt_dir = os.path.join(exp_dir, "checkpoints")
