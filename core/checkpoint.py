@@ -142,7 +142,8 @@ def average_weights(sources, weights=None):
     if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise CheckpointError(f"need one non-negative weight per checkpoint ({len(sources)}), with a positive "
                               f"sum; got {weights}")
-    names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"state dict {i}" for i, s in enumerate(sources)]
+    names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"state dict {i}"
+             for i, s in enumerate(sources)]
     states = [strip_prefix(read_state_dict(s) if isinstance(s, (str, os.PathLike)) else dict(s)) for s in sources]
     first = states[0]
     for name, state in zip(names[1:], states[1:]):

@@ -296,6 +296,11 @@ def test_validate_only_reproduces_the_logged_validation_and_writes_nothing(vimeo
     assert not os.path.exists(tmp_path / "unused")
     missing = run_train(tiny_args(vimeo, log_root, "check", validate_only=True), tmp_path, check=False)
     assert missing.returncode != 0 and "--validate_only needs --model_file" in missing.stderr
+    corrupt = tmp_path / "corrupt.pkl"
+    corrupt.write_bytes(b"not a checkpoint")
+    bad = run_train(tiny_args(vimeo, log_root, "check", model_file=corrupt, validate_only=True), tmp_path, check=False)
+    assert bad.returncode != 0 and "error: --model_file: cannot read checkpoint" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 # -------------------------------------------------------------------------------------------- options

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from core import build_model, load_weights, save_weights
 from core.model.upr_net import calibrate_feature_scale
-from core.checkpoint import atomic_save, strip_prefix
+from core.checkpoint import CheckpointError, atomic_save, strip_prefix
 from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTriplets, Vimeo90KSeptuplets, \
     Vimeo90KTriplets
 from core.data.synthetic import skimage_textures
@@ -272,12 +272,20 @@ def validate(model, dataset, args, device, logger=None, step=0):
     return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
+def load_model_file(model, path):
+    """Load --model_file into ``model``; a missing, corrupt or mismatched file is a one-line error."""
+    try:
+        load_weights(model, path)
+    except CheckpointError as error:
+        raise SystemExit(f"error: --model_file: {error}") from None
+
+
 def validate_weights(args, device):
     """--validate_only: score --model_file on the validation set exactly as training does, and print it."""
     if not args.model_file:
         raise SystemExit("error: --validate_only needs --model_file")
     model = build_model(args.model_size, pyr_level=args.pyr_level).to(device)
-    load_weights(model, args.model_file)
+    load_model_file(model, args.model_file)
     _, val_set = build_datasets(args)
     val_psnr, val_ssim = validate(model, val_set, args, device)
     print(f"{args.model_file}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f} ({len(val_set)} samples)")
@@ -323,7 +331,7 @@ def main(argv=None):
 
     model = build_model(args.model_size, pyr_level=args.pyr_level).to(device)
     if args.model_file:
-        load_weights(model, args.model_file)
+        load_model_file(model, args.model_file)
         logger.line(f"initialised from {args.model_file}")
     if args.channels_last is None:
         args.channels_last = device.type == "cpu"
