@@ -69,6 +69,13 @@ def guess_model_size(state_dict):
     return None
 
 
+def _named_state_dict(source, index=None):
+    """(display name, state dict without ``module.``) of ``source``: a checkpoint path or a state dict."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source), strip_prefix(read_state_dict(source))
+    return ("state dict" if index is None else f"state dict {index}"), strip_prefix(dict(source))
+
+
 def load_weights(model, source, strict=True):
     """Load ``source`` (a path or a state dict, with or without ``module.``) into ``model``.
 
@@ -76,9 +83,7 @@ def load_weights(model, source, strict=True):
     lists the missing, unexpected and mis-shaped keys and names the model size the weights look like.
     Returns ``model``.
     """
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "state dict"
-    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
-    state = strip_prefix(state)
+    name, state = _named_state_dict(source)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -142,9 +147,7 @@ def average_weights(sources, weights=None):
     if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise CheckpointError(f"need one non-negative weight per checkpoint ({len(sources)}), with a positive "
                               f"sum; got {weights}")
-    names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"state dict {i}"
-             for i, s in enumerate(sources)]
-    states = [strip_prefix(read_state_dict(s) if isinstance(s, (str, os.PathLike)) else dict(s)) for s in sources]
+    names, states = zip(*(_named_state_dict(source, i) for i, source in enumerate(sources)))
     first = states[0]
     for name, state in zip(names[1:], states[1:]):
         if state.keys() != first.keys():
