@@ -260,6 +260,39 @@ def test_sigint_saves_and_resume_continues_exactly(vimeo, tmp_path):
     assert_same_state(resumed["model"], straight["model"])
 
 
+def test_weight_average_follows_the_raw_weights_and_resumes_exactly(vimeo, tmp_path):
+    """--ema_decay d: after step 1 the average is the weights w1; after step 2 it is d w1 + (1 - d) w2. It is
+    what best.pkl / last.pkl hold and what validation scores, and a staged run carries it exactly."""
+    log_root = str(tmp_path / "log")
+    options = dict(steps=2, ema_decay=0.25)
+    run_train(tiny_args(vimeo, log_root, "averaged", stop_at_step=1, **options), tmp_path)
+    ckpt = checkpoint_dir(log_root, "averaged")
+    w1 = load(os.path.join(ckpt, "last.pt"))["model"]
+    assert_same_state(load(os.path.join(ckpt, "last.pkl")), w1)
+    second = run_train(tiny_args(vimeo, log_root, "averaged", resume=True, **options), tmp_path)
+    w2 = load(os.path.join(ckpt, "last.pt"))["model"]
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+    average = load(os.path.join(ckpt, "last.pkl"))
+    for key in w1:
+        torch.testing.assert_close(average[key], 0.25 * w1[key] + 0.75 * w2[key], rtol=1e-6, atol=1e-7)
+    assert_same_state(load(os.path.join(ckpt, "best.pkl")), average)
+    # the logged score is the average's; the raw weights' score is logged beside it
+    logged = re.search(r"step 2: validation PSNR (\S+) dB, SSIM \S+ \(average of weights; raw weights (\S+) dB",
+                       second.stdout)
+    assert logged, second.stdout[-2000:]
+    check = run_train(tiny_args(vimeo, str(tmp_path / "unused"), "check", validate_only=True,
+                                model_file=os.path.join(ckpt, "best.pkl")), tmp_path)
+    assert f"validation PSNR {logged.group(1)} dB" in check.stdout
+    # the same two steps without a stop: same weights and the same average
+    run_train(tiny_args(vimeo, log_root, "straight", **options), tmp_path)
+    straight = load(os.path.join(checkpoint_dir(log_root, "straight"), "last.pt"))
+    staged = load(os.path.join(ckpt, "last.pt"))
+    assert_same_state(straight["model"], staged["model"])
+    assert_same_state(straight["ema"], staged["ema"])
+    bad = run_train(tiny_args(vimeo, log_root, "bad", ema_decay=1.5), tmp_path, check=False)
+    assert bad.returncode != 0 and "--ema_decay must lie in (0, 1)" in bad.stderr
+
+
 def test_resume_without_checkpoint_is_a_clear_error(vimeo, tmp_path):
     result = run_train(tiny_args(vimeo, str(tmp_path / "log"), "none", resume=True), tmp_path, check=False)
     assert result.returncode != 0

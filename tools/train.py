@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from core import build_model, load_weights, save_weights
 from core.model.upr_net import calibrate_feature_scale
@@ -72,6 +73,9 @@ def build_parser():
     g.add_argument("--warmup_steps", type=int, default=2000)
     g.add_argument("--weight_decay", type=float, default=1e-4)
     g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    g.add_argument("--ema_decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (e.g. 0.999: a horizon of ~1,000 "
+                        "steps); validation, best.pkl and last.pkl then use the average (0: off)")
     g.add_argument("--loss_type", default="charbonnier+census", choices=LOSS_TYPES)
     g.add_argument("--flow_loss_weight", type=float, default=0.0,
                    help="weight of flow supervision (exact flow of synthetic data, --flow_teacher on real data)")
@@ -291,10 +295,11 @@ def validate_weights(args, device):
     print(f"{args.model_file}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f} ({len(val_set)} samples)")
 
 
-def save_training_state(path, model, optimizer, step, best_psnr, args, scaler=None):
+def save_training_state(path, model, optimizer, step, best_psnr, args, scaler=None, ema=None):
     state = {"model": strip_prefix(dict(model.state_dict())), "optimizer": optimizer.state_dict(), "step": step,
              "best_psnr": best_psnr, "args": vars(args), "torch_rng": torch.get_rng_state(),
-             "python_rng": random.getstate(), "scaler": scaler.state_dict() if scaler is not None else {}}
+             "python_rng": random.getstate(), "scaler": scaler.state_dict() if scaler is not None else {},
+             "ema": ema.state_dict() if ema is not None else {}}
     atomic_save(lambda tmp: torch.save(state, tmp), path)
 
 
@@ -340,6 +345,12 @@ def main(argv=None):
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.init_lr, weight_decay=args.weight_decay)
     # fp16 loss scaling; its state (scale, growth tracker) is part of the training state
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    # weight average: the first update copies the weights, later ones move them (1 - decay) towards the model
+    ema = None
+    if args.ema_decay:
+        if not 0 < args.ema_decay < 1:
+            raise SystemExit(f"error: --ema_decay must lie in (0, 1), got {args.ema_decay}")
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
 
     step, best_psnr = 0, -1.0
     last_path = os.path.join(ckpt_dir, "last.pt")
@@ -351,6 +362,8 @@ def main(argv=None):
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
         step, best_psnr = state["step"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -390,19 +403,27 @@ def main(argv=None):
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    # the weights that are validated and saved as best.pkl / last.pkl: the average when there is one
+    kept_model = model if ema is None else ema.module
+
     def checkpoint(validate_now):
         nonlocal best_psnr
         if validate_now:
-            val_psnr, val_ssim = validate(model, val_set, args, device, logger, step) if is_main else (0, 0)
+            val_psnr, val_ssim = validate(kept_model, val_set, args, device, logger, step) if is_main else (0, 0)
             if is_main:
                 logger.scalars(step, {"val/psnr": val_psnr, "val/ssim": val_ssim})
-                logger.line(f"step {step}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f}")
+                text = f"step {step}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f}"
+                if ema is not None:   # the raw weights too, to see what the average gains
+                    raw_psnr, raw_ssim = validate(model, val_set, args, device)
+                    logger.scalars(step, {"val/psnr_raw": raw_psnr, "val/ssim_raw": raw_ssim})
+                    text += f" (average of weights; raw weights {raw_psnr:.3f} dB, {raw_ssim:.4f})"
+                logger.line(text)
                 if val_psnr > best_psnr:
                     best_psnr = val_psnr
-                    save_weights(model, os.path.join(ckpt_dir, "best.pkl"))
+                    save_weights(kept_model, os.path.join(ckpt_dir, "best.pkl"))
         if is_main:
-            save_training_state(last_path, model, optimizer, step, best_psnr, args, scaler)
-            save_weights(model, os.path.join(ckpt_dir, "last.pkl"))
+            save_training_state(last_path, model, optimizer, step, best_psnr, args, scaler, ema)
+            save_weights(kept_model, os.path.join(ckpt_dir, "last.pkl"))
         if world_size > 1:
             dist.barrier()
 
@@ -443,6 +464,8 @@ def main(argv=None):
                                                        args.grad_clip if args.grad_clip > 0 else float("inf"))
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             window_steps += 1
 
