@@ -420,6 +420,27 @@ def test_synthetic_textures_never_use_validation_frames(two_shot_video):
     assert len(val) == 1   # one consecutive triplet every 4 frames of the 6-frame tail
 
 
+def test_extra_videos_train_whole_and_never_validate(two_shot_video, tmp_path):
+    """--extra_video_paths clips join training with all their frames (tail included); validation is unchanged."""
+    extra = tmp_path / "extra"
+    with open_writer(str(extra), 25, 64, 48) as writer:
+        for frame in two_shot_frames()[:SHOT]:
+            writer.write(255 - frame)       # content that appears nowhere in the main clip
+    common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--crop_h", "32", "--crop_w", "32",
+              "--val_fraction", "0.25", "--max_gap", "3"]
+    plain_train, plain_val = build_datasets(parse_args(common))
+    train, val = build_datasets(parse_args(common + ["--extra_video_paths", str(extra)]))
+    main, whole = train.datasets
+    assert len(main) == len(plain_train) and len(whole) == SHOT - 2      # every start of the extra shot
+    assert whole.shots == [(0, 0, SHOT)]
+    assert val.starts == plain_val.starts and len(val.clips) == 1
+    index = len(main) + len(whole) - 1                                    # the extra clip's last triplet
+    sample = train[(0, index)]
+    assert sample["img0"].shape == (3, 32, 32)
+    (f0, gt, f1), t = whole.load(SHOT - 3, np.random.default_rng(0))
+    assert frame_index(whole, f1) == SHOT - 1                             # its tail is trained on
+
+
 # ----------------------------------------------------------------------------------------------- synthetic
 
 

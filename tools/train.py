@@ -93,6 +93,9 @@ def build_parser():
                    choices=["vimeo90k_triplet", "vimeo90k_septuplet", "videos", "synthetic"])
     g.add_argument("--data_root", help="Vimeo90K root (with sequences/ and tri_trainlist.txt)")
     g.add_argument("--video_paths", nargs="+", default=[], help="videos / frame folders for --dataset videos")
+    g.add_argument("--extra_video_paths", nargs="+", default=[],
+                   help="videos: more clips used whole for training; none of their frames validate, so the "
+                        "validation set stays that of --video_paths")
     g.add_argument("--max_gap", type=int, default=4, help="videos: middle frame up to this far from the ends")
     g.add_argument("--val_fraction", type=float, default=0.15, help="videos: the last part of each clip is held out for validation")
     g.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD,
@@ -179,11 +182,14 @@ def build_datasets(args):
         if not args.video_paths:
             raise SystemExit("error: --video_paths is required for --dataset videos")
         video = dict(max_gap=args.max_gap, val_fraction=args.val_fraction, scene_threshold=args.scene_threshold)
-        train = VideoTriplets(args.video_paths, "train", crop_size=crop, augment=True, **video, **common)
+        real = [VideoTriplets(args.video_paths, "train", crop_size=crop, augment=True, **video, **common)]
+        if args.extra_video_paths:
+            real.append(VideoTriplets(args.extra_video_paths, "all", crop_size=crop, augment=True, **video, **common))
+        train = real[0] if len(real) == 1 else KeyedConcat(real)
         val = VideoTriplets(args.video_paths, "val", **video, seed=args.seed)
         # synthetic layers may also use training frames (never held-out ones) as textures: every 10th frame of
-        # each shot's training part (train.clips holds whole clips, validation frames included)
-        textures = skimage_textures() + [train.clips[clip][1][i] for clip, start, end in train.shots
+        # each shot's training part (.clips holds whole clips, validation frames included)
+        textures = skimage_textures() + [part.clips[clip][1][i] for part in real for clip, start, end in part.shots
                                          for i in range(start, end, 10)]
     else:
         train, val, textures = None, None, None
