@@ -75,21 +75,33 @@ def downsample_flow(flow, size):
     return F.adaptive_avg_pool2d(flow, size) * scale
 
 
+def downsample_reference(reference, valid, size):
+    """Area-downsample a reference flow where it is valid: (flow N x 4 x h x w in the new pixels, averaged over the
+    valid pixels of each cell; weight N x 4 x h x w, the valid fraction of the cell, per flow channel).
+
+    reference: N x 4 x H x W (pixels); valid: N x 2 x H x W, one mask per direction (0:2 and 2:4 of the flow).
+    """
+    weight = F.adaptive_avg_pool2d(valid.to(reference.dtype), size).repeat_interleave(2, 1)
+    mask = valid.to(reference.dtype).repeat_interleave(2, 1)
+    flow = downsample_flow(reference * mask, size) / weight.clamp_min(1e-6)
+    return flow, weight
+
+
 def flow_supervision(bi_flows, reference, valid):
     """Charbonnier distance (pixels) between each level's flow and the reference, mean over levels.
 
     bi_flows: per-level N x 4 x h x w flows at the level's resolution; reference: N x 4 x H x W at full
-    resolution; valid: N (1 where the sample has a reference, 0 otherwise).
+    resolution; valid: N x 2 x H x W, 1 where the reference of that direction holds (0 for samples without one).
+    Each level's distance is a mean over its valid cells, weighted by their valid fraction.
     """
-    weight = valid.view(-1, 1, 1, 1).to(reference.dtype)
-    if weight.sum() == 0:
+    if valid.sum() == 0:
         return reference.new_zeros(())
     total = 0
     for flow in bi_flows:
-        ref = downsample_flow(reference, flow.shape[-2:])
+        ref, weight = downsample_reference(reference, valid, flow.shape[-2:])
         scale = reference.shape[-1] / flow.shape[-1]   # compare in full-resolution pixels
         distance = torch.sqrt(((flow.float() - ref) * scale) ** 2 + 1e-6)
-        total = total + (distance * weight).sum() / (weight.sum() * flow[0].numel())
+        total = total + (distance * weight).sum() / weight.sum()
     return total / len(bi_flows)
 
 
@@ -97,16 +109,18 @@ def matching(feat0, feat1, reference, valid, max_displacement=4, temperature=5.0
     """Cross-entropy of the correlation volume against the reference displacement (a feature-matching loss).
 
     feat0, feat1: N x C x h x w features of both frames at 1/4 of the frames' resolution; reference: N x 4 x H x W
-    flow at the frames' resolution (pixels; channels 0:2 from frame 0 to frame 1); valid: N. The flow is
-    area-downsampled to h x w, converted to feature pixels and rounded; the correlation volume (the motion
-    estimator's, 81 displacements for max_displacement 4) times ``temperature`` is scored as logits against that
-    displacement, over pixels whose displacement lies within the volume. Untrained features correlate best at the
+    flow at the frames' resolution (pixels; channels 0:2 from frame 0 to frame 1); valid: N x 2 x H x W (as in
+    :func:`flow_supervision`). The flow is area-downsampled to h x w over its valid pixels, converted to feature
+    pixels and rounded; the correlation volume (the motion estimator's, 81 displacements for max_displacement 4)
+    times ``temperature`` is scored as logits against that displacement, over feature pixels that are mostly
+    valid and whose displacement lies within the volume. Untrained features correlate best at the
     true displacement on few pixels; this teaches them to match, so the cost volume becomes informative early.
     """
     d = max_displacement
     size = 2 * d + 1
-    flow = downsample_flow(reference[:, 0:2], feat0.shape[-2:]).round().long()
-    inside = (flow.abs() <= d).all(1) & (valid.view(-1, 1, 1) > 0)
+    flow, weight = downsample_reference(reference, valid, feat0.shape[-2:])
+    flow = flow[:, 0:2].round().long()
+    inside = (flow.abs() <= d).all(1) & (weight[:, 0] > 0.5)
     if not inside.any():
         return reference.new_zeros(())
     target = ((flow[:, 1] + d) * size + (flow[:, 0] + d)).clamp(0, size * size - 1)

@@ -14,6 +14,7 @@ from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTrip
     Vimeo90KTriplets
 from core.data.augment import (augment_triplet, ensure_min_size, flip_horizontal, flip_vertical, random_crop,
                                reverse_channels, reverse_time, rotate90)
+from core.data.triplets import consistent_flow_mask
 from core.frames import FrameError
 from core.video import find_scene_cuts, open_writer
 from tools.train import build_datasets, parse_args
@@ -228,7 +229,8 @@ def test_vimeo_triplets_samples(vimeo_triplets):
     sample = test[0]
     assert set(sample) == {"img0", "img1", "gt", "time", "flow", "flow_valid"}
     assert sample["img0"].shape == (3, 64, 64) and sample["img0"].dtype == torch.float32
-    assert sample["time"].item() == 0.5 and sample["flow_valid"].item() == 0.0
+    assert sample["time"].item() == 0.5 and sample["flow_valid"].shape == (2, 64, 64)
+    assert not sample["flow_valid"].any()
     assert 0 <= sample["gt"].min() and sample["gt"].max() <= 1
     expected = photo_crop(skimage.data.astronaut(), 220, 153)
     np.testing.assert_array_equal((sample["gt"].permute(1, 2, 0).numpy() * 255).round(), expected)
@@ -264,10 +266,39 @@ def test_loader_batches_do_not_depend_on_workers(vimeo_triplets):
 def test_dis_flow_teacher(vimeo_triplets):
     train = Vimeo90KTriplets(str(vimeo_triplets), "test", flow_teacher="dis")
     sample = train[0]
-    assert sample["flow_valid"].item() == 1.0 and sample["flow"].shape == (4, 64, 64)
+    assert sample["flow_valid"].eq(1).all() and sample["flow_valid"].shape == (2, 64, 64)
+    assert sample["flow"].shape == (4, 64, 64)
     # frames move 6 pixels left->right (x + 3 per frame in the crop window): the content moves by -6
     assert sample["flow"][0, 16:48, 16:48].median().item() == pytest.approx(-6, abs=1)
     assert sample["flow"][2, 16:48, 16:48].median().item() == pytest.approx(6, abs=1)
+    # the consistent teacher keeps the same flow where both directions agree; flow 0 -> 1 (-6 px) leaves the
+    # frame from the left 6 columns, flow 1 -> 0 (+6 px) from the right 6 columns
+    checked = Vimeo90KTriplets(str(vimeo_triplets), "test", flow_teacher="dis_consistent")[0]
+    assert torch.equal(checked["flow"], sample["flow"])
+    mask = checked["flow_valid"]
+    assert not mask[0, :, :5].any() and not mask[1, :, -5:].any()
+    assert mask[:, 16:48, 16:48].mean() > 0.9
+
+
+def test_consistent_flow_mask_by_hand():
+    """A translation by (3, -2) px forward and (-3, 2) back agrees everywhere it stays inside the frame; an
+    inconsistent backward flow is rejected; a small disagreement (|f + b| = 0.5 px) is tolerated."""
+    flow = torch.zeros(4, 10, 12)
+    flow[0], flow[1], flow[2], flow[3] = 3.0, -2.0, -3.0, 2.0
+    mask = consistent_flow_mask(flow)
+    expected_forward = torch.zeros(10, 12)
+    expected_forward[2:, :9] = 1        # x + 3 <= 11 and y - 2 >= 0
+    expected_backward = torch.zeros(10, 12)
+    expected_backward[:8, 3:] = 1       # x - 3 >= 0 and y + 2 <= 9
+    assert torch.equal(mask, torch.stack([expected_forward, expected_backward]))
+    wrong = flow.clone()
+    wrong[2:4] = -wrong[2:4]            # the backward flow goes the same way: |f + b|^2 = 52 > 0.01 * 26 + 0.5
+    assert not consistent_flow_mask(wrong).any()
+    close = flow.clone()
+    close[2] += 0.5                     # |f + b|^2 = 0.25 < 0.01 (|f|^2 + |b|^2) + 0.5
+    assert torch.equal(consistent_flow_mask(close)[0], expected_forward)
+    with pytest.raises(ValueError, match="dis_consistent"):
+        Vimeo90KTriplets("unused", flow_teacher="raft")
     with pytest.raises(ValueError, match="unknown flow teacher"):
         Vimeo90KTriplets(str(vimeo_triplets), "test", flow_teacher="raft")
 
@@ -451,7 +482,8 @@ def test_synthetic_motion_samples():
     for name in ("img0", "img1", "gt"):
         assert sample[name].shape == (3, 48, 64) and sample[name].dtype == torch.float32
         assert 0 <= sample[name].min() and sample[name].max() <= 1
-    assert sample["flow"].shape == (4, 48, 64) and sample["flow_valid"].item() == 1.0
+    assert sample["flow"].shape == (4, 48, 64) and sample["flow_valid"].shape == (2, 48, 64)
+    assert sample["flow_valid"].eq(1).all()
     assert 0.1 <= sample["time"].item() <= 0.9
     again = dataset[(0, 1)]
     assert all(torch.equal(sample[k], again[k]) for k in sample)

@@ -7,7 +7,8 @@ import pytest
 import skimage.data
 import torch
 
-from core.losses import LOSS_TYPES, census, charbonnier, downsample_flow, flow_supervision, frame_loss
+from core.losses import LOSS_TYPES, census, charbonnier, downsample_flow, downsample_reference, flow_supervision, \
+    frame_loss
 from core.schedule import learning_rate
 
 
@@ -118,15 +119,35 @@ def test_downsample_flow_rescales_values():
 def test_flow_supervision():
     reference = torch.randn(2, 4, 32, 32)
     levels = [downsample_flow(reference, (8, 8)), downsample_flow(reference, (16, 16)), reference]
-    valid = torch.ones(2)
+    valid = torch.ones(2, 2, 32, 32)
     assert flow_supervision(levels, reference, valid).item() == pytest.approx(1e-3, rel=1e-3)
     # one full-resolution pixel of error everywhere, on every level
     off = [f + 1.0 / (32 // f.shape[-1]) for f in levels]
     assert flow_supervision(off, reference, valid).item() == pytest.approx(1.0, rel=1e-3)
     # samples without a reference do not count
-    assert flow_supervision(off, reference, torch.zeros(2)).item() == 0.0
+    assert flow_supervision(off, reference, torch.zeros(2, 2, 32, 32)).item() == 0.0
     mixed = [torch.cat([f[:1], f[1:] + 10]) for f in off]
-    assert flow_supervision(mixed, reference, torch.tensor([1.0, 0.0])).item() == pytest.approx(1.0, rel=1e-3)
+    per_sample = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1).expand(2, 2, 32, 32)
+    assert flow_supervision(mixed, reference, per_sample).item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_flow_supervision_ignores_invalid_pixels():
+    """Where the reference does not hold (here: a wrong reference on the left half, the backward direction of the
+    right half) the estimate is not compared with it; coarse cells average the valid pixels only."""
+    truth = torch.randn(1, 4, 32, 32)
+    levels = [downsample_flow(truth, (8, 8)), downsample_flow(truth, (16, 16)), truth]
+    reference = truth.clone()
+    reference[..., :16] += 50.0
+    reference[:, 2:4, :, 16:] -= 30.0
+    valid = torch.zeros(1, 2, 32, 32)
+    valid[:, 0, :, 16:] = 1.0
+    assert flow_supervision(levels, reference, valid).item() == pytest.approx(1e-3, rel=1e-3)
+    # one full-resolution pixel of error: the mean over the valid pixels only
+    off = [f + 1.0 / (32 // f.shape[-1]) for f in levels]
+    assert flow_supervision(off, truth, valid).item() == pytest.approx(1.0, rel=1e-3)
+    ref, weight = downsample_reference(reference, valid, (8, 8))
+    assert torch.allclose(ref[:, 0:2, :, 4:], levels[0][:, 0:2, :, 4:], atol=1e-5)
+    assert weight[:, 0:2, :, 4:].eq(1).all() and weight[:, 0:2, :, :4].eq(0).all() and weight[:, 2:4].eq(0).all()
 
 
 # -------------------------------------------------------------------------------------------- schedule
@@ -168,7 +189,7 @@ def _features_and_shifted(dx, dy):
 def test_matching_loss_prefers_the_true_displacement():
     from core.losses import matching
     feat0, feat1 = _features_and_shifted(2, -1)
-    valid = torch.ones(1)
+    valid = torch.ones(1, 2, 48, 48)
     # reference flow at the frames' resolution (4x the features): (8, -4) pixels is (2, -1) feature pixels
     true_flow = torch.zeros(1, 4, 48, 48)
     true_flow[:, 0], true_flow[:, 1] = 8.0, -4.0
@@ -178,8 +199,16 @@ def test_matching_loss_prefers_the_true_displacement():
     # against log(81), the loss of a flat cost volume: well below at the true displacement, above at a wrong one
     assert right < 0.5 * math.log(81) < math.log(81) < wrong
     # no sample with a reference, or every displacement outside the +-4 window: nothing to learn from
-    assert matching(feat0, feat1, true_flow, torch.zeros(1)) == 0
+    assert matching(feat0, feat1, true_flow, torch.zeros(1, 2, 48, 48)) == 0
     assert matching(feat0, feat1, true_flow * 10, valid) == 0
+    # only feature pixels whose reference mostly holds count: the wrong displacement, where invalid, is ignored
+    half = wrong_flow.clone()
+    half[..., 24:] = true_flow[..., 24:]
+    half_valid = valid.clone()
+    half_valid[..., :24] = 0
+    masked = matching(feat0, feat1, half, half_valid)
+    assert masked == pytest.approx(matching(feat0, feat1, true_flow, half_valid).item())
+    assert masked < matching(feat0, feat1, half, valid)
 
 
 def test_matching_loss_gradient_sharpens_the_match():
@@ -188,8 +217,8 @@ def test_matching_loss_gradient_sharpens_the_match():
     feat0 = (0.05 * feat0).requires_grad_()        # weak features: a flat cost volume, a high loss
     flow = torch.zeros(1, 4, 48, 48)
     flow[:, 0:2] = 4.0
-    before = matching(feat0, 0.05 * feat1, flow, torch.ones(1))
+    before = matching(feat0, 0.05 * feat1, flow, torch.ones(1, 2, 48, 48))
     before.backward()
     with torch.no_grad():
-        after = matching(feat0 - 50.0 * feat0.grad, 0.05 * feat1, flow, torch.ones(1))
+        after = matching(feat0 - 50.0 * feat0.grad, 0.05 * feat1, flow, torch.ones(1, 2, 48, 48))
     assert after < before

@@ -416,12 +416,13 @@ def test_training_on_a_fixed_batch_reduces_the_loss(one_thread):
     assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
 
 
-def test_matching_loss_is_logged_and_trains(vimeo, tmp_path):
+@pytest.mark.parametrize("teacher", ["dis", "dis_consistent"])
+def test_matching_loss_is_logged_and_trains(vimeo, tmp_path, teacher):
     log_root = str(tmp_path / "log")
-    result = run_train(tiny_args(vimeo, log_root, "matching", steps=2, flow_teacher="dis", matching_loss_weight=0.1),
-                       tmp_path)
+    result = run_train(tiny_args(vimeo, log_root, "matching", steps=2, flow_teacher=teacher, matching_loss_weight=0.1,
+                                 flow_loss_weight=0.1), tmp_path)
     losses = logged_losses(os.path.join(log_root, "matching", "runtime.log"))
     assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values()), result.stdout[-2000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(os.path.join(log_root, "matching", "tensorboard")).Reload()
-    assert "train/loss_matching" in events.Tags()["scalars"]
+    assert {"train/loss_matching", "train/loss_flow"} <= set(events.Tags()["scalars"])

@@ -103,8 +103,9 @@ def build_parser():
     g.add_argument("--synthetic_ratio", type=float, default=0.0,
                    help="fraction of training samples from the synthetic layered-motion generator")
     g.add_argument("--synthetic_max_motion", type=float, default=48.0, help="pixels between frames 0 and 1")
-    g.add_argument("--flow_teacher", default="none", choices=["none", "dis"],
-                   help="reference flow for real triplets (OpenCV DIS), used by --flow_loss_weight")
+    g.add_argument("--flow_teacher", default="none", choices=["none", "dis", "dis_consistent"],
+                   help="reference flow for real triplets, used by --flow_loss_weight and --matching_loss_weight: "
+                        "OpenCV DIS everywhere, or only where its forward and backward flows agree")
     g.add_argument("--crop_h", type=int, default=256)
     g.add_argument("--crop_w", type=int, default=256)
     g.add_argument("--nr_data_worker", type=int, default=2)

@@ -6,7 +6,8 @@ reproducible whatever the number of data workers, and a resumed run sees exactly
 
 A sample is a dict of tensors: ``img0``, ``img1``, ``gt`` (3 x H x W float in [0, 1], RGB), ``time`` (scalar t
 of ``gt``), ``flow`` (4 x H x W reference bi-directional flow between img0 and img1 in pixels, zeros if none)
-and ``flow_valid`` (1.0 when ``flow`` holds a reference).
+and ``flow_valid`` (2 x H x W: 1 where ``flow`` holds a reference, channel 0 for the flow 0 -> 1, channel 1 for
+1 -> 0; all 0 when there is none).
 """
 import os
 
@@ -30,6 +31,32 @@ def dis_flow(img0, img1):
     return torch.from_numpy(np.concatenate([forward, backward], 2)).permute(2, 0, 1).contiguous()
 
 
+def consistent_flow_mask(flow, alpha=0.01, beta=0.5):
+    """Forward-backward consistency of a bi-directional flow (the occlusion test of Meister et al., UnFlow 2018).
+
+    flow: 4 x H x W tensor in pixels (0:2 frame 0 -> 1, 2:4 frame 1 -> 0). A pixel's flow f is kept when the
+    other direction's flow b, read where f lands, brings it back: |f + b|^2 < alpha (|f|^2 + |b|^2) + beta
+    (pixels^2), and f lands inside the frame. Returns a 2 x H x W float mask (1 kept, 0 not), one per direction.
+    """
+    h, w = flow.shape[-2:]
+    fields = flow.permute(1, 2, 0).numpy()
+    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), -1)
+    masks = []
+    for there, back in ((fields[..., 0:2], fields[..., 2:4]), (fields[..., 2:4], fields[..., 0:2])):
+        landing = grid + there
+        back_there = cv2.remap(np.ascontiguousarray(back), landing[..., 0], landing[..., 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        inside = (landing[..., 0] >= 0) & (landing[..., 0] <= w - 1) & (landing[..., 1] >= 0) & \
+                 (landing[..., 1] <= h - 1)
+        error = ((there + back_there) ** 2).sum(-1)
+        bound = alpha * ((there ** 2).sum(-1) + (back_there ** 2).sum(-1)) + beta
+        masks.append(inside & (error < bound))
+    return torch.from_numpy(np.stack(masks).astype(np.float32))
+
+
+FLOW_TEACHERS = (None, "none", "dis", "dis_consistent")
+
+
 def image_tensor(image):
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
@@ -38,14 +65,15 @@ class TripletDataset(torch.utils.data.Dataset):
     """Base class: subclasses implement ``__len__`` and ``load(index, rng) -> ([frame0, gt, frame1], t)``.
 
     crop_size: (h, w) random crop for training, None to keep full frames; augment: flips, rotations, channel
-    and temporal reversal; flow_teacher: "dis" to attach OpenCV DIS flow as a reference, None for none.
+    and temporal reversal; flow_teacher: "dis" to attach OpenCV DIS flow as a reference everywhere,
+    "dis_consistent" only where its two directions agree (:func:`consistent_flow_mask`), None for none.
     """
 
     def __init__(self, crop_size=None, augment=False, flow_teacher=None, seed=0):
         self.crop_size = crop_size
         self.augment = augment
-        if flow_teacher not in (None, "none", "dis"):
-            raise ValueError(f"unknown flow teacher {flow_teacher!r}; use 'dis' or None")
+        if flow_teacher not in FLOW_TEACHERS:
+            raise ValueError(f"unknown flow teacher {flow_teacher!r}; use 'dis', 'dis_consistent' or None")
         self.flow_teacher = None if flow_teacher == "none" else flow_teacher
         self.seed = seed
 
@@ -62,13 +90,16 @@ class TripletDataset(torch.utils.data.Dataset):
         elif self.crop_size is not None:
             frames = random_crop(ensure_min_size(frames, *self.crop_size), *self.crop_size, rng)
         img0, gt, img1 = frames
-        if self.flow_teacher == "dis":
-            flow, valid = dis_flow(img0, img1), 1.0
+        if self.flow_teacher is None:
+            flow, valid = torch.zeros(4, *img0.shape[:2]), torch.zeros(2, *img0.shape[:2])
         else:
-            flow, valid = torch.zeros(4, *img0.shape[:2]), 0.0
+            flow = dis_flow(img0, img1)
+            if self.flow_teacher == "dis_consistent":
+                valid = consistent_flow_mask(flow)
+            else:
+                valid = torch.ones(2, *flow.shape[1:])
         return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
-                "time": torch.tensor(t, dtype=torch.float32), "flow": flow,
-                "flow_valid": torch.tensor(valid, dtype=torch.float32)}
+                "time": torch.tensor(t, dtype=torch.float32), "flow": flow, "flow_valid": valid}
 
 
 def _read_frames(paths):
