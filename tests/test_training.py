@@ -261,8 +261,9 @@ def test_sigint_saves_and_resume_continues_exactly(vimeo, tmp_path):
 
 
 def test_weight_average_follows_the_raw_weights_and_resumes_exactly(vimeo, tmp_path):
-    """--ema_decay d: after step 1 the average is the weights w1; after step 2 it is d w1 + (1 - d) w2. It is
-    what best.pkl / last.pkl hold and what validation scores, and a staged run carries it exactly."""
+    """--ema_decay d: after step 1 the average is the weights w1; after step 2 it is d w1 + (1 - d) w2. last.pkl
+    holds it, validation scores it and the raw weights, best.pkl keeps the higher-scoring of the two, and a staged
+    run carries the average exactly."""
     log_root = str(tmp_path / "log")
     options = dict(steps=2, ema_decay=0.25)
     run_train(tiny_args(vimeo, log_root, "averaged", stop_at_step=1, **options), tmp_path)
@@ -275,14 +276,17 @@ def test_weight_average_follows_the_raw_weights_and_resumes_exactly(vimeo, tmp_p
     average = load(os.path.join(ckpt, "last.pkl"))
     for key in w1:
         torch.testing.assert_close(average[key], 0.25 * w1[key] + 0.75 * w2[key], rtol=1e-6, atol=1e-7)
-    assert_same_state(load(os.path.join(ckpt, "best.pkl")), average)
-    # the logged score is the average's; the raw weights' score is logged beside it
+    # the logged score is the average's; the raw weights' score is logged beside it; best.pkl is the higher one
     logged = re.search(r"step 2: validation PSNR (\S+) dB, SSIM \S+ \(average of weights; raw weights (\S+) dB",
                        second.stdout)
     assert logged, second.stdout[-2000:]
+    average_psnr, raw_psnr = float(logged.group(1)), float(logged.group(2))
+    assert average_psnr != raw_psnr
+    assert_same_state(load(os.path.join(ckpt, "best.pkl")), average if average_psnr > raw_psnr else w2)
+    assert ("new best (raw weights)" in second.stdout) == (raw_psnr > average_psnr)
     check = run_train(tiny_args(vimeo, str(tmp_path / "unused"), "check", validate_only=True,
                                 model_file=os.path.join(ckpt, "best.pkl")), tmp_path)
-    assert f"validation PSNR {logged.group(1)} dB" in check.stdout
+    assert f"validation PSNR {max(average_psnr, raw_psnr):.3f} dB" in check.stdout
     # the same two steps without a stop: same weights and the same average
     run_train(tiny_args(vimeo, log_root, "straight", **options), tmp_path)
     straight = load(os.path.join(checkpoint_dir(log_root, "straight"), "last.pt"))

@@ -75,7 +75,8 @@ def build_parser():
     g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off)")
     g.add_argument("--ema_decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights (e.g. 0.999: a horizon of ~1,000 "
-                        "steps); validation, best.pkl and last.pkl then use the average (0: off)")
+                        "steps); last.pkl then holds the average, and best.pkl the best-validating of the average "
+                        "and the raw weights (0: off)")
     g.add_argument("--loss_type", default="charbonnier+census", choices=LOSS_TYPES)
     g.add_argument("--flow_loss_weight", type=float, default=0.0,
                    help="weight of flow supervision (exact flow of synthetic data, --flow_teacher on real data)")
@@ -420,14 +421,18 @@ def main(argv=None):
             if is_main:
                 logger.scalars(step, {"val/psnr": val_psnr, "val/ssim": val_ssim})
                 text = f"step {step}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f}"
-                if ema is not None:   # the raw weights too, to see what the average gains
+                candidates = [(val_psnr, kept_model, "")]
+                if ema is not None:   # the raw weights too: they may validate higher than the average
                     raw_psnr, raw_ssim = validate(model, val_set, args, device)
                     logger.scalars(step, {"val/psnr_raw": raw_psnr, "val/ssim_raw": raw_ssim})
                     text += f" (average of weights; raw weights {raw_psnr:.3f} dB, {raw_ssim:.4f})"
+                    candidates.append((raw_psnr, model, " (raw weights)"))
                 logger.line(text)
-                if val_psnr > best_psnr:
-                    best_psnr = val_psnr
-                    save_weights(kept_model, os.path.join(ckpt_dir, "best.pkl"))
+                score, weights, which = max(candidates, key=lambda c: c[0])
+                if score > best_psnr:
+                    best_psnr = score
+                    save_weights(weights, os.path.join(ckpt_dir, "best.pkl"))
+                    logger.line(f"step {step}: new best{which}, saved best.pkl")
         if is_main:
             save_training_state(last_path, model, optimizer, step, best_psnr, args, scaler, ema)
             save_weights(kept_model, os.path.join(ckpt_dir, "last.pkl"))
