@@ -21,8 +21,10 @@ import skimage.data
 import torch
 
 import core
+from core.checkpoint import read_state_dict
 from core.losses import frame_loss
 from core.schedule import learning_rate
+from tools.greedy_soup import greedy_soup
 from tools.train import build_parser, parse_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,6 +340,44 @@ def test_validate_only_reproduces_the_logged_validation_and_writes_nothing(vimeo
     bad = run_train(tiny_args(vimeo, log_root, "check", model_file=corrupt, validate_only=True), tmp_path, check=False)
     assert bad.returncode != 0 and "error: --model_file: cannot read checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_greedy_soup_keeps_only_what_raises_the_score(capsys):
+    """Scalar "models" w with score -|mean - 2|: start 0 (-2); + 4 -> mean 2 (0), kept; + 10 -> mean 4.67, dropped;
+    + 1 -> mean 1.67 (-0.33), dropped; + 2 -> mean 2 again (0, not higher), dropped."""
+    candidates = [{"w": torch.tensor([float(v)])} for v in (0, 4, 10, 1, 2)]
+    kept, best = greedy_soup(candidates, lambda state: -abs(state["w"].item() - 2))
+    assert kept == [0, 1] and best == 0
+
+
+def test_validated_weights_and_greedy_soup_tool(vimeo, tmp_path):
+    """--keep_validated_weights keeps the raw weights of each validated step; tools.greedy_soup scores each mean
+    exactly as --validate_only does, and writes the mean of the kept checkpoints."""
+    log_root = str(tmp_path / "log")
+    run_train(tiny_args(vimeo, log_root, "kept", steps=4, save_interval=2, keep_validated_weights=True), tmp_path)
+    ckpt = checkpoint_dir(log_root, "kept")
+    steps = [os.path.join(ckpt, f"step_00000{k}.pkl") for k in (2, 4)]
+    assert sorted(glob.glob(os.path.join(ckpt, "step_*.pkl"))) == steps
+    assert_same_state(load(steps[1]), load(os.path.join(ckpt, "last.pt"))["model"])
+    train_options = tiny_args(vimeo, str(tmp_path / "unused"), "check")
+    out = tmp_path / "soup.safetensors"
+    result = subprocess.run([sys.executable, "-m", "tools.greedy_soup", steps[1], steps[0], "--out", str(out), "--",
+                             *train_options], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    start = float(re.search(r"start: (\S+) dB", result.stdout).group(1))
+    trial = float(re.search(r"\+ 1: (\S+) dB, (kept|dropped)", result.stdout).group(1))
+    kept = "kept" in re.search(r"\+ 1: \S+ dB, (kept|dropped)", result.stdout).group(1)
+    assert kept == (trial > start)
+    mean = core.average_weights(steps)
+    core.save_weights(mean, tmp_path / "mean.pkl")
+    for path, expected in ((steps[1], start), (tmp_path / "mean.pkl", trial)):
+        check = run_train([*train_options, "--validate_only", "--model_file", str(path)], tmp_path)
+        assert f"validation PSNR {expected:.3f} dB" in check.stdout
+    assert_same_state(read_state_dict(out), mean if kept else load(steps[1]))
+    one = subprocess.run([sys.executable, "-m", "tools.greedy_soup", steps[0], "--out", str(out), "--",
+                          *train_options], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+    assert one.returncode == 2 and "give at least two checkpoints" in one.stderr
 
 
 # -------------------------------------------------------------------------------------------- options

@@ -6,9 +6,10 @@
 
 Values come from the defaults below, then the ``--config`` file (plain Python assignments), then the command
 line. Writes ``<train_log_root>/<exp_name>/``: ``checkpoints/last.pt`` (everything needed to resume),
-``checkpoints/best.pkl`` and ``last.pkl`` (weights only, loadable with --model_file anywhere), ``tensorboard/``
-and ``runtime.log``. Checkpoints are written atomically; SIGINT/SIGTERM (or ``--stop_at_step K``) saves
-``last`` and exits, and ``--resume`` continues exactly where it stopped.
+``checkpoints/best.pkl`` and ``last.pkl`` (weights only, loadable with --model_file anywhere; with
+--keep_validated_weights also ``step_<step>.pkl`` for every validated step), ``tensorboard/`` and
+``runtime.log``. Checkpoints are written atomically; SIGINT/SIGTERM (or ``--stop_at_step K``) saves ``last``
+and exits, and ``--resume`` continues exactly where it stopped.
 """
 import argparse
 import datetime
@@ -115,6 +116,9 @@ def build_parser():
     g.add_argument("--log_interval", type=int, default=20, help="steps between progress lines / scalars")
     g.add_argument("--image_interval", type=int, default=500, help="steps between training image logs")
     g.add_argument("--save_interval", type=int, default=1000, help="steps between validation + checkpoint")
+    g.add_argument("--keep_validated_weights", action="store_true",
+                   help="also keep the trained (raw) weights of every validated step as "
+                        "checkpoints/step_<step>.pkl, e.g. for tools.greedy_soup")
     return p
 
 
@@ -428,6 +432,8 @@ def main(argv=None):
                     text += f" (average of weights; raw weights {raw_psnr:.3f} dB, {raw_ssim:.4f})"
                     candidates.append((raw_psnr, model, " (raw weights)"))
                 logger.line(text)
+                if args.keep_validated_weights:
+                    save_weights(model, os.path.join(ckpt_dir, f"step_{step:06d}.pkl"))
                 score, weights, which = max(candidates, key=lambda c: c[0])
                 if score > best_psnr:
                     best_psnr = score

@@ -1,0 +1,79 @@
+"""Greedy model soup: average checkpoints one at a time, keeping each one that raises the validation PSNR.
+
+    python -m tools.greedy_soup checkpoints/upr-base.pkl run/checkpoints/step_000750.pkl \
+        run/checkpoints/step_001750.pkl --out soup.pkl -- --config configs/shared_clips_cpu.py
+
+The first checkpoint starts the soup; each further one, in the order given, is kept if the equal-weight mean
+of the kept checkpoints and it validates higher than the soup so far (Wortsman et al., "Model soups", ICML 2022,
+who order the candidates by their own validation score, best first). Meant for weights of one lineage: a run's
+``step_<step>.pkl`` files (``tools.train --keep_validated_weights``) and the weights it started from.
+Everything after ``--`` is ``tools.train``'s options: they set the validation set, pyramid level, device and
+threads exactly as during training, so each score is the one ``tools.train --validate_only`` prints for that
+mean. The soup is written atomically to --out (.pkl, .pth, .pt or .safetensors).
+"""
+import argparse
+import sys
+
+import torch
+
+import tools.train as train
+from core import build_model, load_weights, save_weights
+from core.checkpoint import average_weights, read_state_dict, strip_prefix
+from core.cli import UsageError, cli_main
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     usage="%(prog)s CHECKPOINT CHECKPOINT [...] --out OUT -- [tools.train options]")
+    parser.add_argument("checkpoints", nargs="+", help="two or more weight files of one model, in trial order")
+    parser.add_argument("--out", required=True, help="output file (.pkl, .pth, .pt or .safetensors)")
+    return parser
+
+
+def greedy_soup(candidates, score):
+    """Indices of the kept candidates and the soup's score. ``candidates`` are state dicts; ``score(state)``
+    returns the validation PSNR of a state dict. Candidate 0 is always kept; candidate i is kept when the mean
+    of the kept ones and i scores strictly higher than the kept ones' mean."""
+    kept = [0]
+    best = score(candidates[0])
+    print(f"start: {best:.3f} dB")
+    for i in range(1, len(candidates)):
+        trial = score(average_weights([candidates[k] for k in kept + [i]]))
+        if trial > best:
+            kept, best = kept + [i], trial
+        print(f"+ {i}: {trial:.3f} dB, {'kept' if kept[-1] == i else 'dropped'} (soup of {len(kept)}: {best:.3f})")
+    return kept, best
+
+
+@cli_main
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    if len(args.checkpoints) < 2:
+        raise UsageError("give at least two checkpoints")
+    if not args.out.endswith((".pkl", ".pth", ".pt", ".safetensors")):
+        raise UsageError(f"--out must end in .pkl, .pth, .pt or .safetensors: {args.out}")
+    train_args = train.parse_args(argv[split + 1:])
+    if train_args.threads:
+        torch.set_num_threads(train_args.threads)
+    train.seed_everything(train_args.seed, 0)
+    device = train.setup_distributed(train_args)[3]
+    states = [strip_prefix(read_state_dict(path)) for path in args.checkpoints]
+    model = build_model(train_args.model_size, pyr_level=train_args.pyr_level).to(device)
+    _, val_set = train.build_datasets(train_args)
+    for i, path in enumerate(args.checkpoints):
+        print(f"{i}: {path}")
+
+    def score(state):
+        load_weights(model, state)
+        return train.validate(model, val_set, train_args, device)[0]
+
+    kept, best = greedy_soup(states, score)
+    save_weights(average_weights([states[k] for k in kept]), args.out)
+    print(f"wrote {args.out}: mean of {len(kept)} checkpoint(s) ({', '.join(args.checkpoints[k] for k in kept)}); "
+          f"validation PSNR {best:.3f} dB ({len(val_set)} samples)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
