@@ -36,7 +36,7 @@ def greedy_soup(candidates, score):
     of the kept ones and i scores strictly higher than the kept ones' mean."""
     kept = [0]
     best = score(candidates[0])
-    print(f"start: {best:.3f} dB")
+    print(f"start: {best:.3f} dB", flush=True)
     for i in range(1, len(candidates)):
         trial = score(average_weights([candidates[k] for k in kept + [i]]))
         if trial > best:
