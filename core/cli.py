@@ -148,6 +148,12 @@ def interpolator_options(args):
     return options
 
 
+def check_weights_output(path):
+    """--out of a tool that writes weights: a UsageError unless it ends in .pkl, .pth, .pt or .safetensors."""
+    if not path.endswith((".pkl", ".pth", ".pt", ".safetensors")):
+        raise UsageError(f"--out must end in .pkl, .pth, .pt or .safetensors: {path}")
+
+
 def select_device(name):
     """--device value -> torch.device, with a one-line UsageError when it is not available."""
     from .device import resolve_device

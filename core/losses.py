@@ -81,9 +81,9 @@ def downsample_reference(reference, valid, size):
 
     reference: N x 4 x H x W (pixels); valid: N x 2 x H x W, one mask per direction (0:2 and 2:4 of the flow).
     """
-    weight = F.adaptive_avg_pool2d(valid.to(reference.dtype), size).repeat_interleave(2, 1)
-    mask = valid.to(reference.dtype).repeat_interleave(2, 1)
-    flow = downsample_flow(reference * mask, size) / weight.clamp_min(1e-6)
+    valid = valid.to(reference.dtype)
+    weight = F.adaptive_avg_pool2d(valid, size).repeat_interleave(2, 1)
+    flow = downsample_flow(reference * valid.repeat_interleave(2, 1), size) / weight.clamp_min(1e-6)
     return flow, weight
 
 

@@ -342,7 +342,7 @@ def test_validate_only_reproduces_the_logged_validation_and_writes_nothing(vimeo
     assert "Traceback" not in bad.stderr
 
 
-def test_greedy_soup_keeps_only_what_raises_the_score(capsys):
+def test_greedy_soup_keeps_only_what_raises_the_score():
     """Scalar "models" w with score -|mean - 2|: start 0 (-2); + 4 -> mean 2 (0), kept; + 10 -> mean 4.67, dropped;
     + 1 -> mean 1.67 (-0.33), dropped; + 2 -> mean 2 again (0, not higher), dropped."""
     candidates = [{"w": torch.tensor([float(v)])} for v in (0, 4, 10, 1, 2)]

@@ -11,7 +11,7 @@ suffix of --out and is written atomically.
 import argparse
 
 from core.checkpoint import average_weights, save_weights
-from core.cli import UsageError, cli_main
+from core.cli import UsageError, check_weights_output, cli_main
 
 
 def build_parser():
@@ -28,8 +28,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if len(args.checkpoints) < 2:
         raise UsageError("give at least two checkpoints to average")
-    if not args.out.endswith((".pkl", ".pth", ".pt", ".safetensors")):
-        raise UsageError(f"--out must end in .pkl, .pth, .pt or .safetensors: {args.out}")
+    check_weights_output(args.out)
     save_weights(average_weights(args.checkpoints, args.weights), args.out)
     print(f"wrote {args.out}: mean of {len(args.checkpoints)} checkpoints"
           + (f" with weights {args.weights}" if args.weights else ""))

@@ -18,8 +18,8 @@ import torch
 
 import tools.train as train
 from core import build_model, load_weights, save_weights
-from core.checkpoint import average_weights, read_state_dict, strip_prefix
-from core.cli import UsageError, cli_main
+from core.checkpoint import average_weights, read_state_dict
+from core.cli import UsageError, check_weights_output, cli_main
 
 
 def build_parser():
@@ -52,14 +52,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv[:split])
     if len(args.checkpoints) < 2:
         raise UsageError("give at least two checkpoints")
-    if not args.out.endswith((".pkl", ".pth", ".pt", ".safetensors")):
-        raise UsageError(f"--out must end in .pkl, .pth, .pt or .safetensors: {args.out}")
+    check_weights_output(args.out)
     train_args = train.parse_args(argv[split + 1:])
     if train_args.threads:
         torch.set_num_threads(train_args.threads)
     train.seed_everything(train_args.seed, 0)
     device = train.setup_distributed(train_args)[3]
-    states = [strip_prefix(read_state_dict(path)) for path in args.checkpoints]
+    states = [read_state_dict(path) for path in args.checkpoints]
     model = build_model(train_args.model_size, pyr_level=train_args.pyr_level).to(device)
     _, val_set = train.build_datasets(train_args)
     for i, path in enumerate(args.checkpoints):

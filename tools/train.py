@@ -33,6 +33,7 @@ from core.checkpoint import CheckpointError, atomic_save, strip_prefix
 from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTriplets, Vimeo90KSeptuplets, \
     Vimeo90KTriplets
 from core.data.synthetic import skimage_textures
+from core.data.triplets import FLOW_TEACHERS
 from core.device import keep_freed_memory
 from core.flow_viz import flow_to_color
 from core.interpolator import pad_multiple, pad_to_multiple
@@ -105,7 +106,7 @@ def build_parser():
     g.add_argument("--synthetic_ratio", type=float, default=0.0,
                    help="fraction of training samples from the synthetic layered-motion generator")
     g.add_argument("--synthetic_max_motion", type=float, default=48.0, help="pixels between frames 0 and 1")
-    g.add_argument("--flow_teacher", default="none", choices=["none", "dis", "dis_consistent"],
+    g.add_argument("--flow_teacher", default="none", choices=FLOW_TEACHERS,
                    help="reference flow for real triplets, used by --flow_loss_weight and --matching_loss_weight: "
                         "OpenCV DIS everywhere, or only where its forward and backward flows agree")
     g.add_argument("--crop_h", type=int, default=256)

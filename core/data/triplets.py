@@ -54,7 +54,7 @@ def consistent_flow_mask(flow, alpha=0.01, beta=0.5):
     return torch.from_numpy(np.stack(masks).astype(np.float32))
 
 
-FLOW_TEACHERS = (None, "none", "dis", "dis_consistent")
+FLOW_TEACHERS = ("none", "dis", "dis_consistent")   # the reference flows a TripletDataset can attach
 
 
 def image_tensor(image):
@@ -72,7 +72,7 @@ class TripletDataset(torch.utils.data.Dataset):
     def __init__(self, crop_size=None, augment=False, flow_teacher=None, seed=0):
         self.crop_size = crop_size
         self.augment = augment
-        if flow_teacher not in FLOW_TEACHERS:
+        if flow_teacher not in (None, *FLOW_TEACHERS):
             raise ValueError(f"unknown flow teacher {flow_teacher!r}; use 'dis', 'dis_consistent' or None")
         self.flow_teacher = None if flow_teacher == "none" else flow_teacher
         self.seed = seed
