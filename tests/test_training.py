@@ -350,6 +350,19 @@ def test_greedy_soup_keeps_only_what_raises_the_score():
     assert kept == [0, 1] and best == 0
 
 
+def test_greedy_soup_sorted_tries_the_best_alone_first():
+    """Score -|mean - 2.5| of w = 0, 3, 10, 2, 1. Alone: -2.5, -0.5, -7.5, -0.5, -1.5, so sorted (stable) the trials
+    go 1, 3, 4, 0, 2: start 3 (-0.5); + 2 -> mean 2.5 (0), kept; + 1 -> 2, + 0 -> 1.67, + 10 -> 5: dropped. In the
+    given order: start 0 (-2.5); + 3 -> 1.5 (-1), kept; + 10 -> 4.33, dropped; + 2 -> 1.67 (-0.83), kept; + 1 -> 1.5,
+    dropped."""
+    candidates = [{"w": torch.tensor([float(v)])} for v in (0, 3, 10, 2, 1)]
+    score = lambda state: -abs(state["w"].item() - 2.5)
+    kept, best = greedy_soup(candidates, score, sort=True)
+    assert kept == [1, 3] and best == 0
+    kept, best = greedy_soup(candidates, score)
+    assert kept == [0, 1, 3] and best == pytest.approx(-5 / 6)
+
+
 def test_validated_weights_and_greedy_soup_tool(vimeo, tmp_path):
     """--keep_validated_weights keeps the raw weights of each validated step; tools.greedy_soup scores each mean
     exactly as --validate_only does, and writes the mean of the kept checkpoints."""
@@ -365,7 +378,7 @@ def test_validated_weights_and_greedy_soup_tool(vimeo, tmp_path):
                              *train_options], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    start = float(re.search(r"start: (\S+) dB", result.stdout).group(1))
+    start = float(re.search(r"start with 0: (\S+) dB", result.stdout).group(1))
     trial = float(re.search(r"\+ 1: (\S+) dB, (kept|dropped)", result.stdout).group(1))
     kept = "kept" in re.search(r"\+ 1: \S+ dB, (kept|dropped)", result.stdout).group(1)
     assert kept == (trial > start)

@@ -1,11 +1,12 @@
 """Greedy model soup: average checkpoints one at a time, keeping each one that raises the validation PSNR.
 
-    python -m tools.greedy_soup checkpoints/upr-base.pkl run/checkpoints/step_000750.pkl \
-        run/checkpoints/step_001750.pkl --out soup.pkl -- --config configs/shared_clips_cpu.py
+    python -m tools.greedy_soup checkpoints/upr-base.pkl run/checkpoints/step_*.pkl --sort \
+        --out soup.pkl -- --config configs/shared_clips_cpu.py
 
 The first checkpoint starts the soup; each further one, in the order given, is kept if the equal-weight mean
 of the kept checkpoints and it validates higher than the soup so far (Wortsman et al., "Model soups", ICML 2022,
-who order the candidates by their own validation score, best first). Meant for weights of one lineage: a run's
+who order the candidates by their own validation score, best first: ``--sort`` does that first, at the cost of
+one validation per candidate). Meant for weights of one lineage: a run's
 ``step_<step>.pkl`` files (``tools.train --keep_validated_weights``) and the weights it started from.
 Everything after ``--`` is ``tools.train``'s options: they set the validation set, pyramid level, device and
 threads exactly as during training, so each score is the one ``tools.train --validate_only`` prints for that
@@ -27,21 +28,33 @@ def build_parser():
                                      usage="%(prog)s CHECKPOINT CHECKPOINT [...] --out OUT -- [tools.train options]")
     parser.add_argument("checkpoints", nargs="+", help="two or more weight files of one model, in trial order")
     parser.add_argument("--out", required=True, help="output file (.pkl, .pth, .pt or .safetensors)")
+    parser.add_argument("--sort", action="store_true",
+                        help="validate each checkpoint alone first and try them best first (ties: given order)")
     return parser
 
 
-def greedy_soup(candidates, score):
-    """Indices of the kept candidates and the soup's score. ``candidates`` are state dicts; ``score(state)``
-    returns the validation PSNR of a state dict. Candidate 0 is always kept; candidate i is kept when the mean
-    of the kept ones and i scores strictly higher than the kept ones' mean."""
-    kept = [0]
-    best = score(candidates[0])
-    print(f"start: {best:.3f} dB", flush=True)
-    for i in range(1, len(candidates)):
+def greedy_soup(candidates, score, sort=False):
+    """Indices of the kept candidates (in trial order) and the soup's score. ``candidates`` are state dicts;
+    ``score(state)`` returns the validation PSNR of a state dict. The first candidate tried is always kept; each
+    next one is kept when the mean of the kept ones and it scores strictly higher than the kept ones' mean.
+    Trial order: as given, or with ``sort`` by each candidate's own score, best first (stable)."""
+    order = list(range(len(candidates)))
+    if sort:
+        alone = [score(state) for state in candidates]
+        for i, psnr in enumerate(alone):
+            print(f"{i} alone: {psnr:.3f} dB", flush=True)
+        order.sort(key=lambda i: -alone[i])
+        best = alone[order[0]]
+    else:
+        best = score(candidates[0])
+    kept = order[:1]
+    print(f"start with {kept[0]}: {best:.3f} dB", flush=True)
+    for i in order[1:]:
         trial = score(average_weights([candidates[k] for k in kept + [i]]))
         if trial > best:
             kept, best = kept + [i], trial
-        print(f"+ {i}: {trial:.3f} dB, {'kept' if kept[-1] == i else 'dropped'} (soup of {len(kept)}: {best:.3f})")
+        print(f"+ {i}: {trial:.3f} dB, {'kept' if kept[-1] == i else 'dropped'} (soup of {len(kept)}: {best:.3f})",
+              flush=True)
     return kept, best
 
 
@@ -68,7 +81,7 @@ def main(argv=None):
         load_weights(model, state)
         return train.validate(model, val_set, train_args, device)[0]
 
-    kept, best = greedy_soup(states, score)
+    kept, best = greedy_soup(states, score, sort=args.sort)
     save_weights(average_weights([states[k] for k in kept]), args.out)
     print(f"wrote {args.out}: mean of {len(kept)} checkpoint(s) ({', '.join(args.checkpoints[k] for k in kept)}); "
           f"validation PSNR {best:.3f} dB ({len(val_set)} samples)")
