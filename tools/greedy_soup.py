@@ -3,12 +3,11 @@
     python -m tools.greedy_soup checkpoints/upr-base.pkl run/checkpoints/step_*.pkl --sort \
         --out soup.pkl -- --config configs/shared_clips_cpu.py
 
-The first checkpoint starts the soup; each further one, in the order given, is kept if the equal-weight mean
-of the kept checkpoints and it validates higher than the soup so far (Wortsman et al., "Model soups", ICML 2022,
-who order the candidates by their own validation score, best first: ``--sort`` does that first, at the cost of
-one validation per candidate). Meant for weights of one lineage: a run's
-``step_<step>.pkl`` files (``tools.train --keep_validated_weights``) and the weights it started from.
-Everything after ``--`` is ``tools.train``'s options: they set the validation set, pyramid level, device and
+The first checkpoint tried starts the soup; each next one is kept if the equal-weight mean of the kept checkpoints
+and it validates higher than the soup so far. Trial order: as given, or with ``--sort`` by each checkpoint's own
+validation score, best first, as Wortsman et al. ("Model soups", ICML 2022) do (one more validation per
+checkpoint). Meant for weights of one lineage: a run's ``step_<step>.pkl`` files (``tools.train
+--keep_validated_weights``) and the weights it started from. Everything after ``--`` is ``tools.train``'s options: they set the validation set, pyramid level, device and
 threads exactly as during training, so each score is the one ``tools.train --validate_only`` prints for that
 mean. The soup is written atomically to --out (.pkl, .pth, .pt or .safetensors).
 """
@@ -26,7 +25,7 @@ from core.cli import UsageError, check_weights_output, cli_main
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s CHECKPOINT CHECKPOINT [...] --out OUT -- [tools.train options]")
-    parser.add_argument("checkpoints", nargs="+", help="two or more weight files of one model, in trial order")
+    parser.add_argument("checkpoints", nargs="+", help="two or more weight files of one model (trial order unless --sort)")
     parser.add_argument("--out", required=True, help="output file (.pkl, .pth, .pt or .safetensors)")
     parser.add_argument("--sort", action="store_true",
                         help="validate each checkpoint alone first and try them best first (ties: given order)")
