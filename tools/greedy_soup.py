@@ -7,9 +7,10 @@ The first checkpoint tried starts the soup; each next one is kept if the equal-w
 and it validates higher than the soup so far. Trial order: as given, or with ``--sort`` by each checkpoint's own
 validation score, best first, as Wortsman et al. ("Model soups", ICML 2022) do (one more validation per
 checkpoint). Meant for weights of one lineage: a run's ``step_<step>.pkl`` files (``tools.train
---keep_validated_weights``) and the weights it started from. Everything after ``--`` is ``tools.train``'s options: they set the validation set, pyramid level, device and
-threads exactly as during training, so each score is the one ``tools.train --validate_only`` prints for that
-mean. The soup is written atomically to --out (.pkl, .pth, .pt or .safetensors).
+--keep_validated_weights``) and the weights it started from. Everything after ``--`` is ``tools.train``'s options:
+they set the validation set, pyramid level, device and threads exactly as during training, so each score is the one
+``tools.train --validate_only`` prints for that mean. The soup is written atomically to --out (.pkl, .pth, .pt
+or .safetensors).
 """
 import argparse
 import sys
