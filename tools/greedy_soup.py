@@ -26,7 +26,8 @@ from core.cli import UsageError, check_weights_output, cli_main
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s CHECKPOINT CHECKPOINT [...] --out OUT -- [tools.train options]")
-    parser.add_argument("checkpoints", nargs="+", help="two or more weight files of one model (trial order unless --sort)")
+    parser.add_argument("checkpoints", nargs="+",
+                        help="two or more weight files of one model (trial order unless --sort)")
     parser.add_argument("--out", required=True, help="output file (.pkl, .pth, .pt or .safetensors)")
     parser.add_argument("--sort", action="store_true",
                         help="validate each checkpoint alone first and try them best first (ties: given order)")
