@@ -9,7 +9,7 @@ Scores (see :mod:`core.metrics`) are computed twice per predicted frame:
 Ground truth is read as stored (8- or 16-bit) and scaled to [0, 1]. PSNR is -10 log10(MSE) per frame, capped at
 100 dB for a perfect prediction; SSIM uses an 11 x 11 Gaussian window with sigma 1.5. Per-subset values are
 means over frames; ``count`` is the number of frames scored (7 per scene on X-TEST), ``samples`` the number
-of input pairs.
+of input pairs. ``frames`` lists every scored frame (subset, save name, scores) for paired comparisons.
 """
 import math
 import os
@@ -113,17 +113,20 @@ def score_frames(prediction, target):
 
 
 class ScoreTable:
-    """Per-subset running means of the scores, in float64."""
+    """Per-subset running means of the scores, in float64, and every frame's own scores."""
 
     def __init__(self):
         self.sums = defaultdict(lambda: dict.fromkeys(SCORE_KEYS, 0.0))
         self.frames = Counter()
         self.samples = Counter()
+        self.per_frame = []
 
-    def add_frame(self, subset, scores):
+    def add_frame(self, subset, scores, name=None):
+        values = {key: float(scores[key]) for key in SCORE_KEYS}
         for key in SCORE_KEYS:
-            self.sums[subset][key] += float(scores[key])
+            self.sums[subset][key] += values[key]
         self.frames[subset] += 1
+        self.per_frame.append({"subset": subset, "name": name, **values})
 
     def summary(self, subset):
         count = self.frames[subset]
@@ -154,8 +157,9 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
     overall_name: also report the mean over all frames under this subset name.
     log: called with each subset's summary line as it completes (default: tqdm.write).
     Returns the result dict written by ``--out_json``: {"dataset", ..., "subsets": {name: {"psnr", "ssim",
-    "psnr_float", "ssim_float", "count", "samples"}}, "seconds", "pyr_level", "nr_lvl_skipped", "device",
-    "threads", ...}.
+    "psnr_float", "ssim_float", "count", "samples"}}, "frames": [{"subset", "name" (the frame's save name),
+    "psnr", "ssim", "psnr_float", "ssim_float"}, ...] in reading order, "seconds", "pyr_level",
+    "nr_lvl_skipped", "device", "threads", ...}.
     """
     started = time.perf_counter()
     log = log or tqdm.write
@@ -185,7 +189,8 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
                 for step, frame in enumerate(frames):
                     scores = score_frames(frame.to(score_device), to_unit_float(targets[:, step].to(score_device)))
                     for n, sample in enumerate(group_samples):
-                        table.add_frame(sample.subset, {key: scores[key][n] for key in SCORE_KEYS})
+                        table.add_frame(sample.subset, {key: scores[key][n] for key in SCORE_KEYS},
+                                        name=sample.save_names[step])
                         if save_dir is not None:
                             write_image(os.path.join(save_dir, sample.save_names[step]),
                                         metrics.quantize_8bit(frame[n].clamp(0, 1)).cpu())
@@ -218,6 +223,7 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
         "scores": "psnr/ssim: prediction rounded to 8 bits (as a saved PNG); psnr_float/ssim_float: unrounded",
         "notes": list(benchmark.notes),
         "subsets": subsets,
+        "frames": table.per_frame,
         "seconds": round(time.perf_counter() - started, 3),
     }
     if len(pyramids) > 1:
