@@ -212,12 +212,12 @@ def test_known_noise_gives_expected_psnr_and_skimage_ssim(still_set, tmp_path):
     saved = [cv2.imread(str(tmp_path / s.save_names[0])) for s in still_set.samples]
     truth = [cv2.imread(s.targets[0]) for s in still_set.samples]
     assert scores["psnr"] == pytest.approx(np.mean([_numpy_psnr(p, t) for p, t in zip(saved, truth)]), abs=1e-4)
+    assert scores["ssim"] == pytest.approx(np.mean([_skimage_ssim(p, t) for p, t in zip(saved, truth)]), abs=1e-3)
     frames = result["frames"]                                       # each frame's own scores, in reading order
     assert [(f["subset"], f["name"]) for f in frames] == [("still", s.save_names[0]) for s in still_set.samples]
     for record, p, t in zip(frames, saved, truth):
         assert record["psnr"] == pytest.approx(_numpy_psnr(p, t), abs=1e-4)
         assert record["ssim"] == pytest.approx(_skimage_ssim(p, t), abs=1e-3)
-    assert scores["ssim"] == pytest.approx(np.mean([_skimage_ssim(p, t) for p, t in zip(saved, truth)]), abs=1e-3)
     floats = [o[0].permute(1, 2, 0).numpy()[..., ::-1] for o in stub.outputs]          # RGB -> BGR like cv2
     assert scores["ssim_float"] == pytest.approx(np.mean([_skimage_ssim(f, t) for f, t in zip(floats, truth)]),
                                                  abs=1e-3)
