@@ -230,3 +230,33 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
         result["pyramids"] = {f"{level}/{skipped}": count for (level, skipped), count in pyramids.items()}
     result.update(meta or {})
     return result
+
+
+def paired_differences(frames_a, frames_b, key="psnr", by="subset"):
+    """Frame-by-frame comparison of two results' ``frames`` lists (see :func:`evaluate`) of the same frames.
+
+    by: "subset" groups by subset, "folder" by the folder of each frame's save name (e.g. one clip of SNU-FILM).
+    Returns {group: {"count", "a", "b", "difference" (mean of a - b), "min", "max" (of the per-frame a - b),
+    "a_better" (frames where a scores higher)}} in first-seen order. Raises ValueError unless both lists score
+    the same frames in the same order.
+    """
+    if by not in ("subset", "folder"):
+        raise ValueError(f"by must be 'subset' or 'folder', not {by!r}")
+    names_a = [(f["subset"], f["name"]) for f in frames_a]
+    names_b = [(f["subset"], f["name"]) for f in frames_b]
+    if names_a != names_b:
+        only = sorted(set(names_a) ^ set(names_b))
+        detail = f"e.g. {only[0]} is in one only" if only else "the same frames in a different order"
+        raise ValueError(f"the two results score different frames ({len(names_a)} vs {len(names_b)}; {detail})")
+    groups = {}
+    for a, b in zip(frames_a, frames_b):
+        group = a["subset"] if by == "subset" else os.path.dirname(a["name"] or "")
+        groups.setdefault(group, []).append((a[key], b[key]))
+    table = {}
+    for group, pairs in groups.items():
+        differences = [x - y for x, y in pairs]
+        table[group] = {"count": len(pairs), "a": sum(x for x, _ in pairs) / len(pairs),
+                        "b": sum(y for _, y in pairs) / len(pairs),
+                        "difference": sum(differences) / len(pairs), "min": min(differences),
+                        "max": max(differences), "a_better": sum(d > 0 for d in differences)}
+    return table

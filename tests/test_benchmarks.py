@@ -25,7 +25,7 @@ from core import evaluation, metrics  # noqa: E402
 from core.data import benchmark_sets  # noqa: E402
 from core.data.benchmark_sets import BenchmarkSet, Sample  # noqa: E402
 from tools import (benchmark_8x_4k1000fps, benchmark_common, benchmark_snufilm, benchmark_ucf101,  # noqa: E402
-                   benchmark_vimeo90k, plot_results)
+                   benchmark_vimeo90k, compare_results, plot_results)
 
 H, W = 64, 96
 FAST = ["--nr_data_worker", "0", "--threads", "1", "--no_progress"]
@@ -382,3 +382,41 @@ def test_plot_results(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         plot_results.main([str(tmp_path / "vimeo.json"), "--out", str(out)])
     assert exit_info.value.code == 2 and "nothing to plot" in capsys.readouterr().err
+
+
+# --- comparing two results frame by frame ------------------------------------------------------------------------
+
+def _scored(subset, name, psnr):
+    return {"subset": subset, "name": name, "psnr": psnr, "ssim": 0.9, "psnr_float": psnr, "ssim_float": 0.9}
+
+
+def test_paired_differences_by_subset_and_by_folder():
+    a = [_scored("hard", "hard/clip1/0.png", 30.0), _scored("hard", "hard/clip2/0.png", 20.0),
+         _scored("easy", "easy/clip1/1.png", 40.0)]
+    b = [_scored("hard", "hard/clip1/0.png", 29.0), _scored("hard", "hard/clip2/0.png", 22.0),
+         _scored("easy", "easy/clip1/1.png", 39.5)]
+    by_subset = evaluation.paired_differences(a, b)
+    assert list(by_subset) == ["hard", "easy"]
+    assert by_subset["hard"] == {"count": 2, "a": 25.0, "b": 25.5, "difference": -0.5, "min": -2.0, "max": 1.0,
+                                 "a_better": 1}
+    assert by_subset["easy"]["difference"] == 0.5 and by_subset["easy"]["a_better"] == 1
+    by_folder = evaluation.paired_differences(a, b, by="folder")
+    assert {k: v["difference"] for k, v in by_folder.items()} == {"hard/clip1": 1.0, "hard/clip2": -2.0,
+                                                                  "easy/clip1": 0.5}
+
+
+def test_compare_results_tool_prints_groups_and_rejects_other_frames(tmp_path, capsys):
+    a = {"frames": [_scored("x", "x/c/0.png", 31.0), _scored("x", "x/c/1.png", 33.0)]}
+    b = {"frames": [_scored("x", "x/c/0.png", 30.0), _scored("x", "x/c/1.png", 30.0)]}
+    paths = []
+    for name, result in (("a", a), ("b", b), ("c", {"frames": b["frames"][:1]}), ("old", {"subsets": {}})):
+        paths.append(str(tmp_path / f"{name}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(result, f)
+    assert compare_results.main(paths[:2]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row == ["x", "2", "32.000", "30.000", "+2.000", "+1.00", "+3.00", "2"]
+    assert compare_results.main([paths[0], paths[2]]) == 2
+    assert "different frames" in capsys.readouterr().err
+    assert compare_results.main([paths[0], paths[3]]) == 2
+    assert "no per-frame scores" in capsys.readouterr().err
