@@ -420,3 +420,6 @@ def test_compare_results_tool_prints_groups_and_rejects_other_frames(tmp_path, c
     assert "different frames" in capsys.readouterr().err
     assert compare_results.main([paths[0], paths[3]]) == 2
     assert "no per-frame scores" in capsys.readouterr().err
+    (tmp_path / "cut.json").write_text('{"frames": [')
+    assert compare_results.main([paths[0], str(tmp_path / "cut.json")]) == 2
+    assert "cut.json is not a JSON result" in capsys.readouterr().err

@@ -25,8 +25,11 @@ def build_parser():
 
 def read_frames(path):
     with open(path) as f:
-        result = json.load(f)
-    if "frames" not in result:
+        try:
+            result = json.load(f)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path} is not a JSON result: {error}") from None
+    if not isinstance(result, dict) or "frames" not in result:
         raise UsageError(f"{path} has no per-frame scores ('frames'); rerun the benchmark with this version")
     return result["frames"]
 
@@ -34,8 +37,9 @@ def read_frames(path):
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    frames_a, frames_b = read_frames(args.result_a), read_frames(args.result_b)
     try:
-        table = paired_differences(read_frames(args.result_a), read_frames(args.result_b), args.score, args.by)
+        table = paired_differences(frames_a, frames_b, args.score, args.by)
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(f"A: {args.result_a}\nB: {args.result_b}\n{args.score}, A - B per frame")
