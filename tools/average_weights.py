@@ -4,9 +4,9 @@
     python -m tools.average_weights a.pkl b.safetensors --weights 2 1 --out soup.safetensors
 
 Useful for weights of one lineage (a run and a run continued from it): the checkpoint shipped before run 13 was
-the mean of two such runs' best weights (README, The shipped checkpoint); tools.greedy_soup picks the members. Inputs may be .pkl/.pth/.pt (read with
-weights_only=True; training checkpoints' "model" entry is used) or .safetensors; the output format follows the
-suffix of --out and is written atomically.
+the mean of two such runs' best weights (README, The shipped checkpoint); tools.greedy_soup picks the members.
+Inputs may be .pkl/.pth/.pt (read with weights_only=True; training checkpoints' "model" entry is used) or
+.safetensors; the output format follows the suffix of --out and is written atomically.
 """
 import argparse
 
