@@ -437,11 +437,14 @@ def test_video_triplets_from_a_frame_folder(tmp_path, two_shot_video):
 
 
 def test_synthetic_textures_never_use_validation_frames(two_shot_video):
-    args = parse_args(["--dataset", "videos", "--video_paths", str(two_shot_video), "--synthetic_ratio", "0.5",
-                       "--crop_h", "32", "--crop_w", "32", "--val_fraction", "0.25", "--max_gap", "3"])
+    args_list = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--synthetic_ratio", "0.5",
+                 "--crop_h", "32", "--crop_w", "32", "--val_fraction", "0.25", "--max_gap", "3"]
+    args = parse_args(args_list)
     train, val = build_datasets(args)
     real, synthetic = train.datasets
     assert isinstance(synthetic, SyntheticMotion) and len(synthetic) == len(real)
+    assert synthetic.min_translation == 0.0
+    assert build_datasets(parse_args(args_list + ["--synthetic_min_motion", "3"]))[0].datasets[1].min_translation == 3
     frame_textures = [frame_index(real, t) for t in synthetic.textures if t.shape == (48, 64, 3)]
     assert frame_textures, "training frames are used as textures"
     training_part = set(range(round(2 * SHOT * 0.75)))
@@ -487,6 +490,34 @@ def test_synthetic_motion_samples():
     assert all(torch.equal(sample[k], again[k]) for k in sample)
     assert not torch.equal(sample["img0"], dataset[(1, 1)]["img0"])
     assert SyntheticMotion(1, (32, 32), middle_time=0.5)[0]["time"].item() == 0.5
+
+
+def _layer_translations(dataset, count):
+    """Translation lengths (pixels) of the background and of the foreground layers of ``count`` samples."""
+    background, foreground = [], []
+    for index in range(count):
+        layers = dataset._layers(np.random.default_rng([dataset.seed, 0, index, 7]))
+        background.append(np.hypot(*layers[0][4]))
+        foreground += [np.hypot(*layer[4]) for layer in layers[1:]]
+    return np.array(background), np.array(foreground)
+
+
+def test_synthetic_motion_log_uniform_translation_lengths():
+    uniform = SyntheticMotion(1, (32, 32), textures=[np.zeros((8, 8, 3), np.uint8)], max_translation=40.0, seed=4)
+    log_uniform = SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=40.0,
+                                  min_translation=2.0, seed=4)
+    background, foreground = _layer_translations(log_uniform, 300)
+    assert background.min() >= 1.0 - 1e-9 and background.max() <= 20.0 + 1e-9     # half of [2, 40]
+    assert foreground.min() >= 2.0 - 1e-9 and foreground.max() <= 40.0 + 1e-9
+    # log-uniform length: log(length) is uniform, so its median is the geometric mean of 2 and 40 (~8.9 px)
+    assert abs(np.median(foreground) - np.sqrt(2.0 * 40.0)) < 1.5
+    assert abs(np.mean(foreground < np.sqrt(2.0 * 40.0)) - 0.5) < 0.07
+    # uniform per axis: |motion| < 8 px has probability pi 8^2 / 80^2 ~ 3% (vs ~43% log-uniform)
+    _, uniform_foreground = _layer_translations(uniform, 300)
+    assert np.mean(uniform_foreground < 8.0) < 0.08 < 0.35 < np.mean(foreground < 8.0)
+    assert np.abs(uniform_foreground).max() <= 40.0 * np.sqrt(2) + 1e-9
+    with pytest.raises(ValueError, match="min_translation"):
+        SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=8.0, min_translation=9.0)
 
 
 class BackgroundOnly(SyntheticMotion):

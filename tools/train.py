@@ -106,6 +106,9 @@ def build_parser():
     g.add_argument("--synthetic_ratio", type=float, default=0.0,
                    help="fraction of training samples from the synthetic layered-motion generator")
     g.add_argument("--synthetic_max_motion", type=float, default=48.0, help="pixels between frames 0 and 1")
+    g.add_argument("--synthetic_min_motion", type=float, default=0.0,
+                   help="0: layer motion uniform in [-max, max] per axis; > 0: its length log-uniform in "
+                        "[min, max] pixels (many more occlusions at small displacements)")
     g.add_argument("--flow_teacher", default="none", choices=FLOW_TEACHERS,
                    help="reference flow for real triplets, used by --flow_loss_weight and --matching_loss_weight: "
                         "OpenCV DIS everywhere, or only where its forward and backward flows agree")
@@ -204,7 +207,7 @@ def build_datasets(args):
         ratio = 1.0 if train is None else args.synthetic_ratio
         length = 10_000 if train is None else int(round(len(train) * ratio / max(1e-9, 1 - ratio)))
         synthetic = SyntheticMotion(length, crop, textures=textures, max_translation=args.synthetic_max_motion,
-                                    seed=args.seed)
+                                    min_translation=args.synthetic_min_motion, seed=args.seed)
         train = synthetic if train is None else KeyedConcat([train, synthetic])
         if val is None:
             val = SyntheticMotion(64, crop, middle_time=0.5, seed=args.seed + 1)

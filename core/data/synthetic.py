@@ -49,15 +49,21 @@ class SyntheticMotion(torch.utils.data.Dataset):
     """Layered affine-motion triplets of ``size`` = (h, w) with exact flow; ``length`` virtual samples.
 
     max_translation: largest displacement between frames 0 and 1, in pixels (background gets half);
+    min_translation: 0 draws each layer's translation uniformly from the square [-max, max]^2 (small motions are
+        rare: |motion| < max / 5 in ~3% of layers); > 0 draws its length log-uniformly from [min, max] pixels in
+        a uniform direction, so occlusions at small displacements are as common as at large ones;
     middle_time: "random" (t uniform in [0.1, 0.9]) or a float.
     """
 
-    def __init__(self, length, size=(256, 256), textures=None, max_translation=48.0, middle_time="random",
-                 seed=0):
+    def __init__(self, length, size=(256, 256), textures=None, max_translation=48.0, min_translation=0.0,
+                 middle_time="random", seed=0):
+        if not 0 <= min_translation <= max_translation:
+            raise ValueError(f"need 0 <= min_translation <= max_translation, got {min_translation}, {max_translation}")
         self.length = length
         self.size = size
         self.textures = textures if textures is not None else skimage_textures()
         self.max_translation = max_translation
+        self.min_translation = min_translation
         self.middle_time = middle_time
         self.seed = seed
         h, w = size
@@ -95,6 +101,15 @@ class SyntheticMotion(torch.utils.data.Dataset):
             cv2.fillPoly(mask, [points.astype(np.int32)], 255)
         return mask
 
+    def _translation(self, rng, largest):
+        """A layer's displacement between frames 0 and 1 (2-vector, pixels), at most ``largest`` per axis."""
+        if self.min_translation <= 0:
+            return rng.uniform(-1, 1, 2) * largest
+        scale = largest / self.max_translation
+        length = np.exp(rng.uniform(np.log(self.min_translation), np.log(self.max_translation))) * scale
+        angle = rng.uniform(0, 2 * np.pi)
+        return length * np.array([np.cos(angle), np.sin(angle)])
+
     def _layers(self, rng):
         """Random layers: (texture, mask or None, matrix at time 0 -> function of time)."""
         h, w = self.size
@@ -102,13 +117,13 @@ class SyntheticMotion(torch.utils.data.Dataset):
         # background: larger than the frame so it covers it throughout its (smaller) motion
         margin = int(self.max_translation) + 16
         bh, bw = h + 2 * margin, w + 2 * margin
-        motion = rng.uniform(-0.5, 0.5, 2) * self.max_translation
+        motion = self._translation(rng, 0.5 * self.max_translation)
         layers.append((self._texture_patch(rng, bh, bw), None, np.array([bw / 2, bh / 2]),
                        np.array([w / 2, h / 2]) - motion / 2, motion,
                        rng.uniform(-0.03, 0.03), rng.uniform(-0.04, 0.04)))
         for _ in range(int(rng.integers(1, 4))):
             lh, lw = int(h * rng.uniform(0.25, 0.7)), int(w * rng.uniform(0.25, 0.7))
-            motion = rng.uniform(-1, 1, 2) * self.max_translation
+            motion = self._translation(rng, self.max_translation)
             start = rng.uniform([0, 0], [w, h]) - motion / 2
             layers.append((self._texture_patch(rng, lh, lw), self._mask(rng, lh, lw),
                            np.array([lw / 2, lh / 2]), start, motion,
