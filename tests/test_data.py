@@ -452,6 +452,15 @@ def test_synthetic_textures_never_use_validation_frames(two_shot_video):
     assert len(val) == 1   # one consecutive triplet every 4 frames of the 6-frame tail
 
 
+def test_val_stride_option_thins_the_validation_triplets(two_shot_video):
+    common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--val_fraction", "0.25"]
+    _, every_fourth = build_datasets(parse_args(common))
+    _, every = build_datasets(parse_args(common + ["--val_stride", "1"]))
+    tail = 2 * SHOT - round(2 * SHOT * 0.75)                              # 6 held-out frames: 4 triplets
+    assert [i for _, i in every.starts] == list(range(2 * SHOT - tail, 2 * SHOT - 2))
+    assert every_fourth.starts == every.starts[::4]
+
+
 def test_extra_videos_train_whole_and_never_validate(two_shot_video, tmp_path):
     """--extra_video_paths clips join training with all their frames (tail included); validation is unchanged."""
     extra = tmp_path / "extra"

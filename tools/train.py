@@ -101,6 +101,8 @@ def build_parser():
                         "validation set stays that of --video_paths")
     g.add_argument("--max_gap", type=int, default=4, help="videos: middle frame up to this far from the ends")
     g.add_argument("--val_fraction", type=float, default=0.15, help="videos: the last part of each clip is held out for validation")
+    g.add_argument("--val_stride", type=int, default=4,
+                   help="videos: validate on every N-th consecutive triplet of the held-out tails (1: all of them)")
     g.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD,
                    help="videos: scene-cut threshold (see core.video.scene_cut_score)")
     g.add_argument("--synthetic_ratio", type=float, default=0.0,
@@ -196,7 +198,7 @@ def build_datasets(args):
         if args.extra_video_paths:
             real.append(VideoTriplets(args.extra_video_paths, "all", crop_size=crop, augment=True, **video, **common))
         train = real[0] if len(real) == 1 else KeyedConcat(real)
-        val = VideoTriplets(args.video_paths, "val", **video, seed=args.seed)
+        val = VideoTriplets(args.video_paths, "val", val_stride=args.val_stride, **video, seed=args.seed)
         # synthetic layers may also use training frames (never held-out ones) as textures: every 10th frame of
         # each shot's training part (.clips holds whole clips, validation frames included)
         textures = skimage_textures() + [part.clips[clip][1][i] for part in real for clip, start, end in part.shots
