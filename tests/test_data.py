@@ -444,7 +444,9 @@ def test_synthetic_textures_never_use_validation_frames(two_shot_video):
     real, synthetic = train.datasets
     assert isinstance(synthetic, SyntheticMotion) and len(synthetic) == len(real)
     assert synthetic.min_translation == 0.0
-    assert build_datasets(parse_args(args_list + ["--synthetic_min_motion", "3"]))[0].datasets[1].min_translation == 3
+    mixed = build_datasets(parse_args(args_list + ["--synthetic_min_motion", "3",
+                                                   "--synthetic_log_uniform_fraction", "0.5"]))[0].datasets[1]
+    assert (mixed.min_translation, mixed.log_uniform_fraction) == (3, 0.5)
     frame_textures = [frame_index(real, t) for t in synthetic.textures if t.shape == (48, 64, 3)]
     assert frame_textures, "training frames are used as textures"
     training_part = set(range(round(2 * SHOT * 0.75)))
@@ -525,8 +527,18 @@ def test_synthetic_motion_log_uniform_translation_lengths():
     _, uniform_foreground = _layer_translations(uniform, 300)
     assert np.mean(uniform_foreground < 8.0) < 0.08 < 0.35 < np.mean(foreground < 8.0)
     assert np.abs(uniform_foreground).max() <= 40.0 * np.sqrt(2) + 1e-9
+    # a mixture: half the layers log-uniform (P(< 8 px) ~ (0.03 + 0.46) / 2); none reproduces the uniform draws
+    mixed = SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=40.0, min_translation=2.0,
+                            log_uniform_fraction=0.5, seed=4)
+    _, mixed_foreground = _layer_translations(mixed, 300)
+    assert 0.17 < np.mean(mixed_foreground < 8.0) < 0.32
+    off = SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=40.0, min_translation=2.0,
+                          log_uniform_fraction=0.0, seed=4)
+    assert np.array_equal(_layer_translations(off, 20)[1], _layer_translations(uniform, 20)[1])
     with pytest.raises(ValueError, match="min_translation"):
         SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=8.0, min_translation=9.0)
+    with pytest.raises(ValueError, match="log_uniform_fraction"):
+        SyntheticMotion(1, (32, 32), textures=uniform.textures, min_translation=1.0, log_uniform_fraction=1.5)
 
 
 class BackgroundOnly(SyntheticMotion):

@@ -111,6 +111,9 @@ def build_parser():
     g.add_argument("--synthetic_min_motion", type=float, default=0.0,
                    help="0: layer motion uniform in [-max, max] per axis; > 0: its length log-uniform in "
                         "[min, max] pixels (many more occlusions at small displacements)")
+    g.add_argument("--synthetic_log_uniform_fraction", type=float, default=1.0,
+                   help="with --synthetic_min_motion > 0: share of layers moving by a log-uniform length, the "
+                        "rest uniform per axis (0.5 keeps large motions common)")
     g.add_argument("--flow_teacher", default="none", choices=FLOW_TEACHERS,
                    help="reference flow for real triplets, used by --flow_loss_weight and --matching_loss_weight: "
                         "OpenCV DIS everywhere, or only where its forward and backward flows agree")
@@ -209,7 +212,8 @@ def build_datasets(args):
         ratio = 1.0 if train is None else args.synthetic_ratio
         length = 10_000 if train is None else int(round(len(train) * ratio / max(1e-9, 1 - ratio)))
         synthetic = SyntheticMotion(length, crop, textures=textures, max_translation=args.synthetic_max_motion,
-                                    min_translation=args.synthetic_min_motion, seed=args.seed)
+                                    min_translation=args.synthetic_min_motion,
+                                    log_uniform_fraction=args.synthetic_log_uniform_fraction, seed=args.seed)
         train = synthetic if train is None else KeyedConcat([train, synthetic])
         if val is None:
             val = SyntheticMotion(64, crop, middle_time=0.5, seed=args.seed + 1)

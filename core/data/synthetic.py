@@ -52,18 +52,23 @@ class SyntheticMotion(torch.utils.data.Dataset):
     min_translation: 0 draws each layer's translation uniformly from the square [-max, max]^2 (small motions are
         rare: |motion| < max / 5 in ~3% of layers); > 0 draws its length log-uniformly from [min, max] pixels in
         a uniform direction, so occlusions at small displacements are as common as at large ones;
+    log_uniform_fraction: with min_translation > 0, the probability that a layer draws its translation
+        log-uniformly (else uniformly from the square): 1 favours small motion, 0.5 mixes both;
     middle_time: "random" (t uniform in [0.1, 0.9]) or a float.
     """
 
     def __init__(self, length, size=(256, 256), textures=None, max_translation=48.0, min_translation=0.0,
-                 middle_time="random", seed=0):
+                 log_uniform_fraction=1.0, middle_time="random", seed=0):
         if not 0 <= min_translation <= max_translation:
             raise ValueError(f"need 0 <= min_translation <= max_translation, got {min_translation}, {max_translation}")
+        if not 0 <= log_uniform_fraction <= 1:
+            raise ValueError(f"log_uniform_fraction must be in [0, 1], got {log_uniform_fraction}")
         self.length = length
         self.size = size
         self.textures = textures if textures is not None else skimage_textures()
         self.max_translation = max_translation
         self.min_translation = min_translation
+        self.log_uniform_fraction = log_uniform_fraction
         self.middle_time = middle_time
         self.seed = seed
         h, w = size
@@ -103,7 +108,10 @@ class SyntheticMotion(torch.utils.data.Dataset):
 
     def _translation(self, rng, largest):
         """A layer's displacement between frames 0 and 1 (2-vector, pixels), at most ``largest`` per axis."""
-        if self.min_translation <= 0:
+        log_uniform = self.min_translation > 0 and self.log_uniform_fraction > 0
+        if log_uniform and self.log_uniform_fraction < 1:
+            log_uniform = rng.random() < self.log_uniform_fraction
+        if not log_uniform:
             return rng.uniform(-1, 1, 2) * largest
         scale = largest / self.max_translation
         length = np.exp(rng.uniform(np.log(self.min_translation), np.log(self.max_translation))) * scale
