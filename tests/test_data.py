@@ -437,16 +437,11 @@ def test_video_triplets_from_a_frame_folder(tmp_path, two_shot_video):
 
 
 def test_synthetic_textures_never_use_validation_frames(two_shot_video):
-    args_list = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--synthetic_ratio", "0.5",
-                 "--crop_h", "32", "--crop_w", "32", "--val_fraction", "0.25", "--max_gap", "3"]
-    args = parse_args(args_list)
+    args = parse_args(["--dataset", "videos", "--video_paths", str(two_shot_video), "--synthetic_ratio", "0.5",
+                       "--crop_h", "32", "--crop_w", "32", "--val_fraction", "0.25", "--max_gap", "3"])
     train, val = build_datasets(args)
     real, synthetic = train.datasets
     assert isinstance(synthetic, SyntheticMotion) and len(synthetic) == len(real)
-    assert synthetic.min_translation == 0.0
-    mixed = build_datasets(parse_args(args_list + ["--synthetic_min_motion", "3",
-                                                   "--synthetic_log_uniform_fraction", "0.5"]))[0].datasets[1]
-    assert (mixed.min_translation, mixed.log_uniform_fraction) == (3, 0.5)
     frame_textures = [frame_index(real, t) for t in synthetic.textures if t.shape == (48, 64, 3)]
     assert frame_textures, "training frames are used as textures"
     training_part = set(range(round(2 * SHOT * 0.75)))
@@ -454,13 +449,19 @@ def test_synthetic_textures_never_use_validation_frames(two_shot_video):
     assert len(val) == 1   # one consecutive triplet every 4 frames of the 6-frame tail
 
 
-def test_val_stride_option_thins_the_validation_triplets(two_shot_video):
-    common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--val_fraction", "0.25"]
-    _, every_fourth = build_datasets(parse_args(common))
-    _, every = build_datasets(parse_args(common + ["--val_stride", "1"]))
+def test_val_stride_and_synthetic_motion_options_reach_the_datasets(two_shot_video):
+    common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--val_fraction", "0.25",
+              "--synthetic_ratio", "0.5"]
+    train, every_fourth = build_datasets(parse_args(common))
+    mixed_train, every = build_datasets(parse_args(common + ["--val_stride", "1", "--synthetic_min_motion", "3",
+                                                             "--synthetic_log_uniform_fraction", "0.5"]))
+    synthetic, mixed = train.datasets[1], mixed_train.datasets[1]
     tail = 2 * SHOT - round(2 * SHOT * 0.75)                              # 6 held-out frames: 4 triplets
     assert [i for _, i in every.starts] == list(range(2 * SHOT - tail, 2 * SHOT - 2))
     assert every_fourth.starts == every.starts[::4]
+    assert (synthetic.min_translation, mixed.min_translation, mixed.log_uniform_fraction) == (0, 3, 0.5)
+    with pytest.raises(ValueError, match="val_stride"):
+        build_datasets(parse_args(common + ["--val_stride", "0"]))
 
 
 def test_extra_videos_train_whole_and_never_validate(two_shot_video, tmp_path):
@@ -527,7 +528,7 @@ def test_synthetic_motion_log_uniform_translation_lengths():
     _, uniform_foreground = _layer_translations(uniform, 300)
     assert np.mean(uniform_foreground < 8.0) < 0.08 < 0.35 < np.mean(foreground < 8.0)
     assert np.abs(uniform_foreground).max() <= 40.0 * np.sqrt(2) + 1e-9
-    # a mixture: half the layers log-uniform (P(< 8 px) ~ (0.03 + 0.46) / 2); none reproduces the uniform draws
+    # a mixture: half the layers log-uniform (P(< 8 px) ~ (0.03 + 0.46) / 2); a fraction of 0 gives the uniform draws
     mixed = SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=40.0, min_translation=2.0,
                             log_uniform_fraction=0.5, seed=4)
     _, mixed_foreground = _layer_translations(mixed, 300)

@@ -60,7 +60,8 @@ class SyntheticMotion(torch.utils.data.Dataset):
     def __init__(self, length, size=(256, 256), textures=None, max_translation=48.0, min_translation=0.0,
                  log_uniform_fraction=1.0, middle_time="random", seed=0):
         if not 0 <= min_translation <= max_translation:
-            raise ValueError(f"need 0 <= min_translation <= max_translation, got {min_translation}, {max_translation}")
+            raise ValueError(f"need 0 <= min_translation <= max_translation, got {min_translation} and "
+                             f"{max_translation}")
         if not 0 <= log_uniform_fraction <= 1:
             raise ValueError(f"log_uniform_fraction must be in [0, 1], got {log_uniform_fraction}")
         self.length = length

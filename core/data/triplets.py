@@ -173,6 +173,8 @@ class VideoTriplets(TripletDataset):
         super().__init__(**kwargs)
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be train, val or all, got {split!r}")
+        if val_stride < 1:
+            raise ValueError(f"val_stride must be at least 1, got {val_stride}")
         self.split = split
         self.max_gap = max_gap
         self.clips, self.shots = [], []     # shots: (clip index, first frame, end frame exclusive)
