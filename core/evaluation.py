@@ -11,6 +11,7 @@ Ground truth is read as stored (8- or 16-bit) and scaled to [0, 1]. PSNR is -10 
 means over frames; ``count`` is the number of frames scored (7 per scene on X-TEST), ``samples`` the number
 of input pairs. ``frames`` lists every scored frame (subset, save name, scores) for paired comparisons.
 """
+import json
 import math
 import os
 import time
@@ -229,6 +230,18 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
     if len(pyramids) > 1:
         result["pyramids"] = {f"{level}/{skipped}": count for (level, skipped), count in pyramids.items()}
     result.update(meta or {})
+    return result
+
+
+def read_result(path):
+    """A tool's ``--out_json`` file as a dict; ValueError naming ``path`` if it is not a JSON object."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            result = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a JSON result: {error}") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{path} is not a JSON result: {type(result).__name__}, not an object")
     return result
 
 

@@ -382,6 +382,12 @@ def test_plot_results(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         plot_results.main([str(tmp_path / "vimeo.json"), "--out", str(out)])
     assert exit_info.value.code == 2 and "nothing to plot" in capsys.readouterr().err
+    (tmp_path / "cut.json").write_text('{"subsets": ')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name in ("cut.json", "list.json"):
+        with pytest.raises(SystemExit) as exit_info:
+            plot_results.main([str(tmp_path / name), "--out", str(out)])
+        assert exit_info.value.code == 2 and f"{name} is not a JSON result" in capsys.readouterr().err
 
 
 # --- comparing two results frame by frame ------------------------------------------------------------------------

@@ -7,10 +7,9 @@ Prints, per group, the number of frames, each result's mean score, the mean of t
 (A - B) with their range, and on how many frames A scores higher: where a subset's gap comes from.
 """
 import argparse
-import json
 
 from core.cli import UsageError, cli_main
-from core.evaluation import SCORE_KEYS, paired_differences
+from core.evaluation import SCORE_KEYS, paired_differences, read_result
 
 
 def build_parser():
@@ -24,12 +23,11 @@ def build_parser():
 
 
 def read_frames(path):
-    with open(path) as f:
-        try:
-            result = json.load(f)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"{path} is not a JSON result: {error}") from None
-    if not isinstance(result, dict) or "frames" not in result:
+    try:
+        result = read_result(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if "frames" not in result:
         raise UsageError(f"{path} has no per-frame scores ('frames'); rerun the benchmark with this version")
     return result["frames"]
 

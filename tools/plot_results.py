@@ -8,13 +8,13 @@ Every (dataset, subset) becomes one line through the model sizes it has, x = lat
 otherwise. When several files give the same point, the last one wins.
 """
 import argparse
-import json
 import math
 import os
 
 import cv2
 import numpy as np
 
+from core.evaluation import read_result
 from core.options import MODEL_SIZES
 from tools.benchmark_common import guarded
 
@@ -30,11 +30,7 @@ def load_results(paths):
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"results file not found: {path}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        data = read_result(path)
         if data.get("tool") == "runtime":
             for size, entry in data.get("sizes", {}).items():
                 latencies[size] = entry["latency_ms"]
