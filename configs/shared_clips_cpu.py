@@ -3,7 +3,7 @@
 # synthetic layered-motion triplets (exact flow), with flow supervision (exact on synthetic data, OpenCV DIS
 # on real data) fading out over the first half of the run (1,000 of 2,000 steps). bf16 autocast + channels_last:
 # ~2.4x faster on CPUs with AVX512-BF16. This is run 1; later runs continue from earlier weights with the
-# command-line overrides listed in the README (The shipped checkpoint), which ships a greedy soup of run 20's
+# command-line overrides listed in the README (The shipped checkpoint), which ships a greedy soup of run 21's
 # weights (docs/checkpoint_history.md has every run).
 model_size = "base"
 pyr_level = 3
