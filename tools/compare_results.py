@@ -23,23 +23,17 @@ def build_parser():
 
 
 def read_frames(path):
-    try:
-        result = read_result(path)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    result = read_result(path)
     if "frames" not in result:
         raise UsageError(f"{path} has no per-frame scores ('frames'); rerun the benchmark with this version")
     return result["frames"]
 
 
-@cli_main
+@cli_main(extra_errors=(ValueError,))   # read_result and paired_differences report bad input as ValueError
 def main(argv=None):
     args = build_parser().parse_args(argv)
     frames_a, frames_b = read_frames(args.result_a), read_frames(args.result_b)
-    try:
-        table = paired_differences(frames_a, frames_b, args.score, args.by)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    table = paired_differences(frames_a, frames_b, args.score, args.by)
     print(f"A: {args.result_a}\nB: {args.result_b}\n{args.score}, A - B per frame")
     print(f"{'group':<32} {'frames':>6} {'A':>9} {'B':>9} {'A - B':>8} {'min':>8} {'max':>8} {'A better':>9}")
     for group, row in table.items():
