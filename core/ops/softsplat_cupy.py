@@ -12,12 +12,17 @@ import torch
 
 _COMMON = r"""
 #define TYPE {dtype}
-__device__ __forceinline__ void corners(TYPE fx, TYPE fy, int x, int y, int* cx, int* cy, TYPE* w,
+__device__ __forceinline__ TYPE clamp_cell(TYPE v, int size) {{
+    return v < (TYPE)-2 ? (TYPE)-2 : (v > (TYPE)(size + 1) ? (TYPE)(size + 1) : v);
+}}
+__device__ __forceinline__ void corners(TYPE fx, TYPE fy, int x, int y, int W, int H, int* cx, int* cy, TYPE* w,
                                         TYPE* dwdx, TYPE* dwdy) {{
     TYPE tx = (TYPE)x + fx, ty = (TYPE)y + fy;
     TYPE x0 = floor(tx), y0 = floor(ty);
     TYPE ax = tx - x0, ay = ty - y0;
-    int ix = (int)x0, iy = (int)y0;
+    // clamped to [-2, size + 1] before the cast (out of range it is undefined in C++, saturating in CUDA):
+    // a clamped cell has no corner on the frame
+    int ix = (int)clamp_cell(x0, W), iy = (int)clamp_cell(y0, H);
     cx[0] = ix;     cy[0] = iy;     w[0] = (1 - ax) * (1 - ay); dwdx[0] = -(1 - ay); dwdy[0] = -(1 - ax);
     cx[1] = ix + 1; cy[1] = iy;     w[1] = ax * (1 - ay);       dwdx[1] = (1 - ay);  dwdy[1] = -ax;
     cx[2] = ix;     cy[2] = iy + 1; w[2] = (1 - ax) * ay;       dwdx[2] = -ay;       dwdy[2] = (1 - ax);
@@ -36,7 +41,7 @@ extern "C" __global__ void splat_forward(const long long total, const int C, con
         const TYPE fx = flow[((n * 2 + 0) * H + y) * W + x], fy = flow[((n * 2 + 1) * H + y) * W + x];
         if (!isfinite(fx) || !isfinite(fy)) continue;
         int cx[4], cy[4]; TYPE w[4], dwdx[4], dwdy[4];
-        corners(fx, fy, x, y, cx, cy, w, dwdx, dwdy);
+        corners(fx, fy, x, y, W, H, cx, cy, w, dwdx, dwdy);
         const TYPE value = input[i];
         for (int k = 0; k < 4; ++k) {{
             if (cx[k] >= 0 && cx[k] < W && cy[k] >= 0 && cy[k] < H) {{
@@ -59,7 +64,7 @@ extern "C" __global__ void splat_backward_input(const long long total, const int
         TYPE sum = 0;
         if (isfinite(fx) && isfinite(fy)) {{
             int cx[4], cy[4]; TYPE w[4], dwdx[4], dwdy[4];
-            corners(fx, fy, x, y, cx, cy, w, dwdx, dwdy);
+            corners(fx, fy, x, y, W, H, cx, cy, w, dwdx, dwdy);
             for (int k = 0; k < 4; ++k) {{
                 if (cx[k] >= 0 && cx[k] < W && cy[k] >= 0 && cy[k] < H) {{
                     sum += w[k] * grad_output[((n * C + c) * H + cy[k]) * W + cx[k]];
@@ -83,7 +88,7 @@ extern "C" __global__ void splat_backward_flow(const long long total, const int 
         TYPE gx = 0, gy = 0;
         if (isfinite(fx) && isfinite(fy)) {{
             int cx[4], cy[4]; TYPE w[4], dwdx[4], dwdy[4];
-            corners(fx, fy, x, y, cx, cy, w, dwdx, dwdy);
+            corners(fx, fy, x, y, W, H, cx, cy, w, dwdx, dwdy);
             for (int k = 0; k < 4; ++k) {{
                 if (cx[k] < 0 || cx[k] >= W || cy[k] < 0 || cy[k] >= H) continue;
                 TYPE dot = 0;
@@ -103,8 +108,13 @@ extern "C" __global__ void splat_backward_flow(const long long total, const int 
 _C_TYPES = {torch.float32: "float", torch.float64: "double"}
 
 
+KERNEL_NAMES = ("splat_forward", "splat_backward_input", "splat_backward_flow")
+
+
 def kernel_source(dtype="float"):
-    """The CUDA source of the three kernels for a C type ("float" or "double")."""
+    """The CUDA source of the three kernels (:data:`KERNEL_NAMES`, extern "C") for a C type ("float" or
+    "double"). With ``csrc/cuda_cpu_shim.h`` included first it also compiles as C++ for the CPU (one block of
+    one thread runs each grid-stride loop sequentially): the tests run it that way."""
     return (_COMMON + _FORWARD + _BACKWARD_INPUT + _BACKWARD_FLOW).format(dtype=dtype)
 
 
@@ -149,16 +159,24 @@ class _SplatSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, flow = ctx.saved_tensors
-        grad_output = grad_output.contiguous()
-        n, c, h, w = input.shape
-        grad_input = grad_flow = None
-        if ctx.needs_input_grad[0]:
-            grad_input = torch.empty_like(input)
-            _launch("splat_backward_input", input.numel(), (c, h, w), (flow, grad_output, grad_input))
-        if ctx.needs_input_grad[1]:
-            grad_flow = torch.empty_like(flow)
-            _launch("splat_backward_flow", n * h * w, (c, h, w), (input, flow, grad_output, grad_flow))
-        return grad_input, grad_flow
+        return splat_sum_backward(grad_output, input, flow, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+
+
+def splat_sum_backward(grad_output, input, flow, need_input=True, need_flow=True):
+    """Gradients of ``(splat_sum(input, flow) * grad_output).sum()`` w.r.t. the input and the flow, each None
+    where not asked for (the interface of :func:`core.ops.softsplat_triton.splat_sum_backward`). CUDA tensors,
+    float32 or float64; the flow is cast to the input's dtype. Both gather: deterministic."""
+    input, flow = input.contiguous(), flow.to(input.dtype).contiguous()
+    grad_output = grad_output.to(input.dtype).contiguous()
+    n, c, h, w = input.shape
+    grad_input = grad_flow = None
+    if need_input:
+        grad_input = torch.empty_like(input)
+        _launch("splat_backward_input", input.numel(), (c, h, w), (flow, grad_output, grad_input))
+    if need_flow:
+        grad_flow = torch.empty_like(flow)
+        _launch("splat_backward_flow", n * h * w, (c, h, w), (input, flow, grad_output, grad_flow))
+    return grad_input, grad_flow
 
 
 def splat_sum(input, flow):
