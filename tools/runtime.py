@@ -14,6 +14,7 @@
   float32 matmul rate measured in the same run; floor / latency is how close the forward gets to that rate.
   The timed call pads 640x480 to 640x512 (the Interpolator pads to a multiple of 64): base does 197 GFLOP
   there; the bare forward at 640x480 (the paper's setting) is also counted and reported, 185 GFLOP for base.
+* RIFE v4 (with --rife_dir): its latency on the same device, frames and precision, for comparison.
 * peak memory at 640x480, 1920x1080 and 3840x2160, each in a fresh process (pyramid chosen by resolution:
   L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (VmHWM on Linux, Python and torch included; the RSS
   before the forward is reported as the baseline) and, on CUDA, torch.cuda.max_memory_allocated. On the CPU
@@ -79,6 +80,9 @@ def build_parser():
     parser.add_argument("--memory_resolutions", nargs="+", type=resolution,
                         default=[resolution(r) for r in MEMORY_RESOLUTIONS],
                         help="frame sizes for peak memory (default: 640x480 1920x1080 3840x2160)")
+    parser.add_argument("--rife_dir", default=None,
+                        help="also time RIFE v4 (folder holding its ifnet.py and flownet.pkl) on the same device, "
+                             "frames and precision")
     parser.add_argument("--_measure_peak", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -216,6 +220,21 @@ def measure_speed(interpolator, args, rate):
         result.update({"x8_reuse_fps": len(X8_TIMES) / reuse, "x8_independent_fps": len(X8_TIMES) / independent,
                        "x8_speedup": independent / reuse, "x8_flop_ratio": len(X8_TIMES) * flops / x8_flops})
     return result
+
+
+def measure_rife(folder, device, args):
+    """Latency of RIFE v4 (core.baselines) interpolating t = 0.5 between the same frames, median of --repeats after
+    --warmup; bf16 autocast with --precision bf16."""
+    from core.baselines import RIFEInterpolator
+    rife = RIFEInterpolator(folder, device)
+    img0, img1 = random_frames(*args.resolution, device)
+
+    def one_frame():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            rife.interpolate_tensors(img0, img1, [0.5])
+
+    latency = median_time(one_frame, device, args.repeats, args.warmup)
+    return {"latency_ms": latency * 1e3, "folder": os.path.abspath(folder), "precision": args.precision}
 
 
 def _proc_mib(path, key):
@@ -356,6 +375,9 @@ def run(argv=None):
                  f"independent ({entry['x8_speedup']:.2f}x; {entry['x8_flop_ratio']:.2f}x fewer conv FLOPs)"
                  if "x8_speedup" in entry else ""))
         del interpolator, model
+    if args.rife_dir:
+        result["rife"] = measure_rife(args.rife_dir, device, args)
+        print(f"RIFE v4: latency {result['rife']['latency_ms']:.1f} ms at {width}x{height} ({args.precision})")
     if args.memory:
         for size in args.model_sizes:
             reports, last = {}, None

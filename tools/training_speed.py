@@ -8,8 +8,17 @@ Modes: fp32 with the default memory format, fp32 channels_last, and bf16 autocas
 ``tools.train --amp bf16`` runs; channels_last is the training default on the CPU). Random frames and weights:
 the time does not depend on them. Prints the median step time of each mode and the speed-up over the first.
 Like ``tools.train``, keeps freed memory for reuse (``core.device.keep_freed_memory``) unless told otherwise.
+
+    python -m tools.training_speed --device cuda --batch_size 32 --crop 256 --modes fp32 bf16 \
+        --loader_workers 8 --out_json speed.json          # the paper's batch and crop on one GPU
+
+``--modes`` picks modes (``bf16`` is bf16 autocast in the default memory format, the usual choice on a GPU).
+``--loader_workers N`` (N >= 0) also measures the data loader: samples per second that a DataLoader with N worker
+processes delivers from the synthetic layered-motion dataset (``tools.train --dataset synthetic``) at the batch
+and crop, timed over ``--loader_batches`` batches after the first. ``--out_json`` saves the numbers.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -20,7 +29,10 @@ from core.cli import select_device
 from core.device import keep_freed_memory
 from core.losses import frame_loss
 
-MODES = (("fp32", False, None), ("fp32 channels_last", True, None), ("bf16 channels_last", True, torch.bfloat16))
+MODES = (("fp32", False, None), ("fp32 channels_last", True, None), ("bf16 channels_last", True, torch.bfloat16),
+         ("bf16", False, torch.bfloat16))
+DEFAULT_MODES = ("fp32", "fp32 channels_last", "bf16 channels_last")
+MODE_NAMES = {name.replace(" ", "_"): name for name, _, _ in MODES}
 
 
 def time_steps(model_size, batch_size, crop, device, channels_last, autocast_dtype, warmup, repeats, seed=0):
@@ -48,6 +60,20 @@ def time_steps(model_size, batch_size, crop, device, channels_last, autocast_dty
     return statistics.median(times)
 
 
+def loader_samples_per_second(batch_size, crop, workers, batches, device, seed=0):
+    """Samples/s a DataLoader (``workers`` processes, as tools.train builds it) delivers from the synthetic
+    dataset at ``crop``, over ``batches`` batches after the first (which includes starting the workers)."""
+    from core.data.synthetic import SyntheticMotion
+    dataset = SyntheticMotion((batches + 1) * batch_size, (crop, crop), seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, pin_memory=device.type == "cuda")
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    count = sum(len(batch["img0"]) for batch in iterator)
+    return count / (time.perf_counter() - start)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_size", default="base", choices=list(core.MODEL_SIZES))
@@ -57,9 +83,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", nargs="+", choices=list(MODE_NAMES), default=[m.replace(" ", "_") for m in DEFAULT_MODES],
+                   help="modes to time (default: fp32 fp32_channels_last bf16_channels_last)")
     p.add_argument("--allocator", choices=["keep", "default"], default="keep",
                    help="keep: freed memory is reused, as in tools.train (core.device.keep_freed_memory); "
                         "default: the C library's default (large blocks mapped afresh every time)")
+    p.add_argument("--loader_workers", type=int, default=-1,
+                   help="also measure the data loader with this many worker processes (default: -1, off)")
+    p.add_argument("--loader_batches", type=int, default=10, help="batches timed for the data loader (default: 10)")
+    p.add_argument("--out_json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.allocator == "keep":
         keep_freed_memory()
@@ -70,12 +102,36 @@ def main(argv=None):
     device = select_device(args.device)
     print(f"{args.model_size}, batch {args.batch_size} x {args.crop}x{args.crop}, {device}, "
           f"{torch.get_num_threads()} threads; median of {args.repeats} steps after {args.warmup} warm-up")
+    result = {"tool": "training_speed", "device": str(device), "model_size": args.model_size,
+              "batch_size": args.batch_size, "crop": args.crop, "threads": torch.get_num_threads(),
+              "warmup": args.warmup, "repeats": args.repeats, "modes": {}}
     first = None
+    chosen = {MODE_NAMES[m] for m in args.modes}
     for name, channels_last, dtype in MODES:
+        if name not in chosen:
+            continue
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         seconds = time_steps(args.model_size, args.batch_size, args.crop, device, channels_last, dtype,
                              args.warmup, args.repeats)
         first = first or seconds
+        entry = {"seconds_per_step": seconds, "steps_per_s": 1 / seconds,
+                 "samples_per_s": args.batch_size / seconds, "speedup_over_first": first / seconds}
+        if device.type == "cuda":
+            entry["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        result["modes"][name] = entry
         print(f"{name:20s} {seconds:7.2f} s/step  {1 / seconds:6.3f} steps/s  {first / seconds:5.2f}x", flush=True)
+    if args.loader_workers >= 0:
+        rate = loader_samples_per_second(args.batch_size, args.crop, args.loader_workers, args.loader_batches, device)
+        result["loader"] = {"workers": args.loader_workers, "batches": args.loader_batches, "samples_per_s": rate,
+                            "dataset": "synthetic"}
+        print(f"data loader, {args.loader_workers} workers, synthetic {args.crop}x{args.crop}: {rate:.1f} samples/s "
+              f"({rate / args.batch_size:.2f} batches/s)", flush=True)
+    if args.out_json:
+        from tools.benchmark_common import write_json
+        write_json(args.out_json, result)
+        print(f"results written to {os.path.abspath(args.out_json)}")
+    return result
 
 
 if __name__ == "__main__":
