@@ -53,6 +53,18 @@ from .frames import FrameError, read_image, to_float, to_rgb
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
 """Output paths with these extensions are written as videos; anything else is a folder of PNG frames."""
 
+READ_VIDEO_EXTENSIONS = VIDEO_EXTENSIONS + (
+    ".ogg", ".ogv", ".mpg", ".mpeg", ".m1v", ".m2v", ".vob", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".asf",
+    ".y4m", ".3gp", ".3g2", ".mxf", ".dv", ".nut", ".gif", ".rm", ".rmvb", ".divx", ".f4v", ".h264", ".hevc")
+"""Files with these extensions are taken for videos when a folder is scanned; any other file that is not a
+frame image or an obvious non-video is probed with PyAV (:func:`is_video_file`)."""
+
+FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""Frame folders hold images with these extensions (8- or 16-bit, grey or colour)."""
+
+_NOT_VIDEO_EXTENSIONS = FRAME_EXTENSIONS + (".md", ".txt", ".json", ".csv", ".tsv", ".py", ".yaml", ".yml",
+                                            ".pdf", ".html", ".xml", ".srt", ".vtt", ".pt", ".pkl", ".npy")
+
 DEFAULT_SCENE_THRESHOLD = 0.10
 """Scene-cut threshold on :func:`scene_cut_score` (see the module docstring for how it was chosen)."""
 
@@ -229,14 +241,37 @@ def _natural_key(name):
 
 
 def list_frame_files(folder):
-    """The *.png files of ``folder`` in natural order (frame2 before frame10)."""
-    names = [n for n in os.listdir(folder) if n.lower().endswith(".png")
+    """The frame images (:data:`FRAME_EXTENSIONS`) of ``folder`` in natural order (frame2 before frame10); if it
+    holds PNGs and other images, the PNGs."""
+    names = [n for n in os.listdir(folder) if n.lower().endswith(FRAME_EXTENSIONS)
              and os.path.isfile(os.path.join(folder, n))]
+    if any(n.lower().endswith(".png") for n in names):
+        names = [n for n in names if n.lower().endswith(".png")]
     return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
 
 
+def is_video_file(path):
+    """True if ``path`` is a file PyAV can open with a video stream: known extensions
+    (:data:`READ_VIDEO_EXTENSIONS`) are taken as they are, frame images and text-like files are not videos,
+    anything else is probed."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    extension = os.path.splitext(path)[1].lower()
+    if extension in READ_VIDEO_EXTENSIONS:
+        return True
+    if extension in _NOT_VIDEO_EXTENSIONS or os.path.basename(path).startswith("."):
+        return False
+    try:
+        with av.open(path) as container:
+            return bool(container.streams.video)
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError):
+        return False
+
+
 class FrameFolderReader(_Closable):
-    """Reads a folder of PNG frames (natural sort order) as RGB arrays (uint8, or uint16 for 16-bit PNGs).
+    """Reads a folder of image frames (PNG, or JPEG etc. where it holds no PNG; natural sort order) as RGB arrays
+    (uint8, or uint16 for 16-bit PNGs).
 
     Grey and RGBA frames are converted to RGB. All frames must have the size of the first one.
     """
@@ -253,7 +288,7 @@ class FrameFolderReader(_Closable):
             raise VideoError(f"frame folder not found: {self.path}")
         self.files = list_frame_files(self.path)
         if not self.files:
-            raise VideoError(f"no *.png frames in folder {self.path}")
+            raise VideoError(f"no frame images ({', '.join(FRAME_EXTENSIONS)}) in folder {self.path}")
         self.fps = fractions.Fraction(fps)
         try:
             first = read_image(self.files[0])

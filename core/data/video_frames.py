@@ -2,7 +2,7 @@
 import os
 import warnings
 
-from ..video import VIDEO_EXTENSIONS, VideoDecodeWarning, list_frame_files, open_reader, to_uint8
+from ..video import VideoDecodeWarning, is_video_file, list_frame_files, open_reader, to_uint8
 
 
 def read_all_frames(source):
@@ -17,18 +17,19 @@ def read_all_frames(source):
 
 
 def list_video_sources(sources):
-    """Expand paths into clips: video files and PNG frame folders; a folder holding videos or frame folders
-    (and no PNG frames itself) is expanded one level."""
+    """Expand paths into clips: video files (any container PyAV decodes: :func:`core.video.is_video_file`) and
+    frame folders. A folder holding videos or frame folders is expanded one level (lone images beside them, a
+    poster say, are ignored); a folder of frames alone is one clip."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     clips = []
     for source in map(os.fspath, sources):
         if not os.path.exists(source):
             raise FileNotFoundError(f"video source not found: {source}")
-        if os.path.isfile(source) or list_frame_files(source):
+        if os.path.isfile(source):
             clips.append(source)
             continue
         entries = sorted(os.path.join(source, e) for e in os.listdir(source))
-        clips += [e for e in entries if e.lower().endswith(VIDEO_EXTENSIONS) or os.path.isdir(e)]
+        inside = [e for e in entries if is_video_file(e) or (os.path.isdir(e) and list_frame_files(e))]
+        clips += inside if inside or not list_frame_files(source) else [source]
     return clips
-
