@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import core
-from core.video import (FrameFolderReader, SceneCutDetector, VideoReader, find_scene_cuts, frame_to_rgb,
-                        is_folder_output, rgb_to_yuv420p, scene_cut_score, yuv420p_to_rgb)
+from core.video import (FrameFolderReader, SceneCutDetector, VideoReader, duplicate_score, find_scene_cuts,
+                        frame_to_rgb, is_folder_output, rgb_to_yuv420p, scene_cut_score, yuv420p_to_rgb)
 from tools import interp_video
 from tools.interp_video import FrameRateConverter
 
@@ -301,7 +301,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, checkpoint):
         (["--input", source, "--output", tmp_path / "o", "--multi", "1", *model], "--multi"),
         (["--input", source, "--output", tmp_path / "o", "--multi", "2", "--scene_threshold", "2", *model],
          "--scene_threshold"),
-        (["--input", tmp_path / "empty", "--output", tmp_path / "o", "--multi", "2", *model], "no *.png frames"),
+        (["--input", tmp_path / "empty", "--output", tmp_path / "o", "--multi", "2", *model], "no frame images"),
         (["--input", mixed, "--output", tmp_path / "o1", "--multi", "2", *model], "frame sizes differ"),
         (["--input", source, "--output", busy, "--multi", "2", *model], "already holds PNG files"),
         (["--input", source, "--output", source, "--multi", "2", *model], "same path"),
@@ -316,3 +316,151 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, checkpoint):
     with pytest.raises(SystemExit) as exit_info:  # argparse: bad rate
         interp_video.main(["--input", source, "--output", "o", "--fps", "0"])
     assert exit_info.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------- issue 28: montage,
+# duplicates, time ranges, folders of videos, output checks
+
+def test_duplicate_pairs_repeat_the_frame_and_are_counted():
+    a, b, c = (np.full((8, 8, 3), v, np.uint8) for v in (50, 90, 130))
+    a2 = a.copy()
+    a2[0, 0] = 52  # coding noise: a duplicate all the same
+    calls = []
+    converter = FrameRateConverter(fake_interpolate(calls), 2, scene_threshold=0, dup_threshold=0.02)
+    out = [o for f in (a, a2, b, b, c) for o in converter.push(f)] + converter.finish()
+    assert converter.duplicates == [0, 2] and converter.interpolated == 2 and len(out) == 10
+    assert out[1] is a and out[5] is b and [call[:2] for call in calls] == [(a2, b), (b, c)]
+    out, calls, converter = convert([a, a, b], 2, threshold=0)  # dup_threshold 0: off
+    assert converter.duplicates == [] and len(calls) == 2
+    assert duplicate_score(a, a2) < 0.02 < duplicate_score(a, b)
+
+
+def test_time_parsing():
+    parse = interp_video.parse_time
+    assert parse("12.5") == fractions.Fraction(25, 2) and parse("1:30") == 90 and parse("90:00") == 5400
+    assert parse("01:02:03.250") == 3723 + fractions.Fraction(1, 4) and parse("0") == 0
+    for bad in ("-1", "1:60", "1:2:3:4", "abc", "", "1e3"):
+        with pytest.raises(Exception):
+            parse(bad)
+
+
+def test_montage_puts_the_held_input_left_of_the_result(tmp_path, capsys, checkpoint):
+    frames = moving_frames(4)
+    source = write_folder(tmp_path / "in", frames)
+    code, out, err = run_tool(capsys, "--input", source, "--output", tmp_path / "m", "--multi", "2", "--montage",
+                              "--model_file", checkpoint)
+    assert code == 0, err
+    result = read_folder(tmp_path / "m")
+    assert len(result) == 8 and all(r.shape == (48, 128, 3) for r in result) and "montage" in out
+    for j, frame in enumerate(result):
+        assert np.array_equal(frame[:, :64], frames[j // 2]), j  # the input, held at the output rate
+        if j % 2 == 0 or j == 7:
+            assert np.array_equal(frame[:, 64:], frames[j // 2]), j
+    assert not np.array_equal(result[1][:, 64:], frames[0])  # interpolated
+    code, out, err = run_tool(capsys, "--input", source, "--output", tmp_path / "m.mp4", "--multi", "2",
+                              "--montage", "--model_file", checkpoint)
+    res = probe(tmp_path / "m.mp4")
+    assert code == 0 and (res["width"], res["height"], res["frames"]) == (128, 48, 8)
+
+
+def test_duplicate_frames_of_a_video_are_repeated_not_interpolated(tmp_path, capsys, checkpoint):
+    distinct = moving_frames(3)
+    source = make_clip(tmp_path / "dups.mp4", [distinct[0], distinct[0], distinct[1], distinct[1], distinct[2]],
+                       audio=None)  # animation "on twos", through a real encoder
+    code, out, err = run_tool(capsys, "--input", source, "--output", tmp_path / "out", "--multi", "2",
+                              "--model_file", checkpoint)
+    assert code == 0, err
+    assert "2 frames interpolated" in out and "0 scene cut(s); 2 duplicate pair(s) skipped" in out
+    result = read_folder(tmp_path / "out")
+    assert len(result) == 10
+    assert np.array_equal(result[1], result[0]) and np.array_equal(result[5], result[4])  # repeated
+    assert not np.array_equal(result[3], result[2])  # (1, 2) differ: interpolated
+
+
+def test_start_end_select_frames_and_keep_the_audio_of_the_range(tmp_path, capsys, checkpoint):
+    frames = moving_frames(12)
+    source = make_clip(tmp_path / "in.mp4", frames)  # 25 fps, 0.48 s of audio
+    code, out, err = run_tool(capsys, "--input", source, "--output", tmp_path / "part.mp4", "--multi", "2",
+                              "--start", "0.16", "--end", "00:00.4", "--model_file", checkpoint)
+    assert code == 0, err
+    res = probe(tmp_path / "part.mp4")
+    assert res["frames"] == 12 and "input frames 4 to 9" in out  # ceil(0.4 * 25) - ceil(0.16 * 25) = 6 -> x2
+    assert res["audio"] == "aac" and abs(res["audio_duration"] - 0.24) < 0.05, res
+    with VideoReader(tmp_path / "part.mp4") as reader:
+        first = next(iter(reader))
+    errors = [np.abs(first.astype(int) - f).mean() for f in frames]
+    assert int(np.argmin(errors)) == 4
+    source_png = write_folder(tmp_path / "png", frames[:6])
+    code, out, err = run_tool(capsys, "--input", source_png, "--output", tmp_path / "tail", "--multi", "2",
+                              "--start", "0.1", "--model_file", checkpoint)  # frames 3, 4, 5
+    assert code == 0 and len(os.listdir(tmp_path / "tail")) == 6, err
+    code, out, err = run_tool(capsys, "--input", source, "--output", tmp_path / "none.mp4", "--multi", "2",
+                              "--start", "3", "--model_file", checkpoint)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: --start 3.000 s is past the end"), err
+    assert not os.path.exists(tmp_path / "none.mp4")
+
+
+def test_folder_of_videos_one_output_each_a_bad_one_reported(tmp_path, capsys, checkpoint):
+    videos = tmp_path / "videos"
+    os.makedirs(videos)
+    make_clip(videos / "good.mkv", moving_frames(3), audio=None)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
+    (videos / "notes.txt").write_text("not a video")
+    code, out, err = run_tool(capsys, "--input", videos, "--output", tmp_path / "out", "--multi", "2",
+                              "--model_file", checkpoint)
+    assert code == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: broken.mp4: ") and "Traceback" not in err, err
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.mkv"] and probe(tmp_path / "out" / "good.mkv")["frames"] == 6
+    assert "done: 1 of 2 video(s) written" in out and "1 failed: broken.mp4" in out
+    code, out, err = run_tool(capsys, "--input", videos, "--output", tmp_path / "out", "--multi", "2",
+                              "--model_file", tmp_path / "missing.pkl")  # outputs checked before the model
+    assert code == 2 and "exist already" in err and "--overwrite" in err
+    args = interp_video.parse_args(["--input", str(videos), "--output", str(tmp_path / "o2"), "--multi", "2",
+                                    "--output_ext", "webm"])
+    interp_video._check_arguments(args)
+    jobs = interp_video._batch_jobs(args, [str(videos / "broken.mp4"), str(videos / "good.mkv")])
+    assert [os.path.basename(target) for _, target in jobs] == ["broken.webm", "good.webm"]
+
+
+def _can_create_a_file_in(folder):
+    import tempfile
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_bad_output_fails_before_decoding_or_loading_the_model(tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"  # decoding it would fail, and the model file does not exist:
+    broken.write_text("not a video")  # the output error must come first
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    exists = tmp_path / "exists.mp4"
+    exists.write_text("old")
+    cases = [
+        (a_file / "out.mp4", "is not a folder"),
+        (str(a_file / "frames") + "/", "is not a folder"),
+        (tmp_path / "missing" / "out.mp4", "does not exist"),
+        (exists, "exists; pass --overwrite"),
+        (broken, "same path"),
+    ]
+    if os.path.isdir("/sys") and not _can_create_a_file_in("/sys"):  # read-only even for root (Linux)
+        cases.append(("/sys/out.mp4", "cannot write to output folder /sys"))
+    for output, words in cases:
+        code, out, err = run_tool(capsys, "--input", broken, "--output", output, "--multi", "2",
+                                  "--model_file", tmp_path / "missing.pkl")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (output, err)
+        assert out == ""  # nothing started
+    assert exists.read_text() == "old" and not os.path.exists(tmp_path / "missing")
+    for extra, words in ((["--start", "2", "--end", "1"], "--end"), (["--output_ext", "mp4"], "--output_ext"),
+                         (["--dup_threshold", "-1"], "--dup_threshold")):
+        code, out, err = run_tool(capsys, "--input", broken, "--output", tmp_path / "o.mp4", "--multi", "2", *extra)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
+    code, out, err = run_tool(capsys, "--input", broken, "--output", exists, "--multi", "2", "--overwrite",
+                              "--model_file", tmp_path / "missing.pkl")
+    assert code == 2 and "broken.mp4" in err  # --overwrite passes the check; then the input fails
+    assert exists.read_text() == "old"  # ... before the old output is touched
