@@ -23,3 +23,8 @@ def splat_vectors():
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (tools/gpu_check.sh runs them: pytest -m cuda); "
+                                       "skipped where there is none")
