@@ -31,6 +31,16 @@ def device():
     return DEVICE
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Full float32 convolutions and matmuls: cuDNN's default TF32 (10-bit mantissas) would exceed the golden
+    tolerances on its own."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def kernel_function(name):
     """The differentiable summation splat ``f(input, flow)`` of a kernel."""
     if name == "triton":
