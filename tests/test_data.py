@@ -3,6 +3,7 @@ motion) and their errors. Every fixture is built in tmp_path."""
 import os
 import re
 import shutil
+import warnings
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTrip
     Vimeo90KTriplets
 from core.data.augment import (augment_triplet, ensure_min_size, flip_horizontal, flip_vertical, random_crop,
                                reverse_channels, reverse_time, rotate90)
-from core.data.triplets import consistent_flow_mask
+from core.data.triplets import UnreadableDataError, UnreadableSampleWarning, consistent_flow_mask
 from core.frames import FrameError
 from core.video import find_scene_cuts, open_writer
 from tools.train import build_datasets, parse_args
@@ -227,7 +228,8 @@ def test_vimeo_triplets_samples(vimeo_triplets):
     test = Vimeo90KTriplets(str(vimeo_triplets), "test")
     assert len(train) == 4 and len(test) == 1
     sample = test[0]
-    assert set(sample) == {"img0", "img1", "gt", "time", "flow", "flow_valid"}
+    assert set(sample) == {"img0", "img1", "gt", "time", "flow", "flow_valid", "skipped"}
+    assert sample["skipped"].item() == 0
     assert sample["img0"].shape == (3, 64, 64) and sample["img0"].dtype == torch.float32
     assert sample["time"].item() == 0.5 and sample["flow_valid"].shape == (2, 64, 64)
     assert not sample["flow_valid"].any()
@@ -302,23 +304,44 @@ def test_consistent_flow_mask_by_hand():
 
 
 def test_bad_samples_name_their_files(vimeo_triplets):
+    """Unreadable samples raise errors naming the file when loaded directly; the dataset skips them with one
+    warning per file and counts the samples passed over."""
     dataset = Vimeo90KTriplets(str(vimeo_triplets), "train")
     folder = vimeo_triplets / "sequences" / "00001"
+    good = dataset[3]
     corrupt = folder / "0001" / "im2.png"
     corrupt.write_bytes(b"this is not a PNG")
     with pytest.raises(FrameError, match="cannot read image.*" + re.escape(str(corrupt))):
-        dataset[0]
+        dataset.load(0, None)
     small = folder / "0002" / "im3.png"
     write_rgb(small, np.zeros((32, 48, 3), np.uint8))
     with pytest.raises(FrameError, match="differ in size") as error:
-        dataset[1]
+        dataset.load(1, None)
     assert str(small) in str(error.value) and "48x32" in str(error.value) and "64x64" in str(error.value)
     missing = folder / "0003" / "im1.png"
     missing.unlink()
     with pytest.raises(FrameError, match="image not found: " + re.escape(str(missing))):
-        dataset[2]
+        dataset.load(2, None)
+    # samples 0, 1 and 2 are unreadable: each gives the next readable one, sample 3, and counts what it skipped
+    with pytest.warns(UnreadableSampleWarning) as caught:
+        samples = [dataset[i] for i in range(3)]
+    assert [s["skipped"].item() for s in samples] == [3, 2, 1]
+    assert all(torch.equal(s["gt"], good["gt"]) for s in samples)
+    named = [str(w.message) for w in caught]
+    assert len(named) == 3 and all(any(str(p) in m for m in named) for p in (corrupt, small, missing))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # each file warns once per process
+        dataset[0]
     with pytest.raises(FileNotFoundError, match="sep_trainlist.txt"):
         Vimeo90KSeptuplets(str(vimeo_triplets), "train")
+
+
+def test_a_dataset_of_unreadable_samples_stops_with_a_clear_error(vimeo_triplets):
+    for key in range(1, 6):
+        (vimeo_triplets / "sequences" / "00001" / f"{key:04d}" / "im1.png").write_bytes(b"broken")
+    dataset = Vimeo90KTriplets(str(vimeo_triplets), "train")
+    with pytest.warns(UnreadableSampleWarning), pytest.raises(UnreadableDataError, match="could not be read"):
+        dataset[0]
 
 
 def test_vimeo_septuplets_time_is_the_relative_position(tmp_path):
@@ -367,10 +390,10 @@ def two_shot_video(tmp_path_factory):
 
 
 def frame_index(dataset, frame):
-    """Index of ``frame`` (an array returned by ``load``) in its clip."""
+    """Index of ``frame`` (an array returned by ``load``) in its clip (the fixture's frames are all different)."""
     for clip, frames in dataset.clips:
         for n, candidate in enumerate(frames):
-            if candidate is frame:
+            if np.array_equal(candidate, frame):
                 return n
     raise AssertionError("frame not from the dataset's clips")
 
@@ -436,8 +459,9 @@ def test_video_triplets_from_a_frame_folder(tmp_path, two_shot_video):
         VideoTriplets(str(tmp_path / "nowhere"), "train")
 
 
-def test_synthetic_textures_never_use_validation_frames(two_shot_video):
+def test_synthetic_textures_never_use_validation_frames(two_shot_video, tmp_path):
     args = parse_args(["--dataset", "videos", "--video_paths", str(two_shot_video), "--synthetic_ratio", "0.5",
+                       "--video_cache", str(tmp_path / "cache"),
                        "--crop_h", "32", "--crop_w", "32", "--val_fraction", "0.25", "--max_gap", "3"])
     train, val = build_datasets(args)
     real, synthetic = train.datasets
@@ -449,15 +473,16 @@ def test_synthetic_textures_never_use_validation_frames(two_shot_video):
     assert len(val) == 1   # one consecutive triplet every 4 frames of the 6-frame tail
 
 
-def test_val_stride_and_synthetic_motion_options_reach_the_datasets(two_shot_video):
+def test_val_stride_and_synthetic_motion_options_reach_the_datasets(two_shot_video, tmp_path):
     common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--val_fraction", "0.25",
+              "--video_cache", str(tmp_path / "cache"),
               "--synthetic_ratio", "0.5"]
     train, every_fourth = build_datasets(parse_args(common))
     mixed_train, every = build_datasets(parse_args(common + ["--val_stride", "1", "--synthetic_min_motion", "3",
                                                              "--synthetic_log_uniform_fraction", "0.5"]))
     synthetic, mixed = train.datasets[1], mixed_train.datasets[1]
     tail = 2 * SHOT - round(2 * SHOT * 0.75)                              # 6 held-out frames: 4 triplets
-    assert [i for _, i in every.starts] == list(range(2 * SHOT - tail, 2 * SHOT - 2))
+    assert [i for _, i, _ in every.starts] == list(range(2 * SHOT - tail, 2 * SHOT - 2))
     assert every_fourth.starts == every.starts[::4]
     assert (synthetic.min_translation, mixed.min_translation, mixed.log_uniform_fraction) == (0, 3, 0.5)
     with pytest.raises(ValueError, match="val_stride"):
@@ -471,7 +496,7 @@ def test_extra_videos_train_whole_and_never_validate(two_shot_video, tmp_path):
         for frame in two_shot_frames()[:SHOT]:
             writer.write(255 - frame)       # content that appears nowhere in the main clip
     common = ["--dataset", "videos", "--video_paths", str(two_shot_video), "--crop_h", "32", "--crop_w", "32",
-              "--val_fraction", "0.25", "--max_gap", "3"]
+              "--val_fraction", "0.25", "--max_gap", "3", "--video_cache", "none"]
     plain_train, plain_val = build_datasets(parse_args(common))
     train, val = build_datasets(parse_args(common + ["--extra_video_paths", str(extra)]))
     main, whole = train.datasets

@@ -16,7 +16,7 @@ import argparse
 import os
 
 
-from core.cli import cli_main
+from core.cli import UsageError, cli_main
 from core.data.video_frames import list_video_sources, read_all_frames
 from core.frames import write_image
 from core.video import DEFAULT_SCENE_THRESHOLD, find_scene_cuts
@@ -36,15 +36,18 @@ def shot_ranges(frames, first, threshold):
     return [(max(a, first), b) for a, b in zip(bounds[:-1], bounds[1:]) if b - max(a, first) > 0]
 
 
-def write_sets(clips, out, split, val_fraction, threshold):
-    """clips: list of (name, frames). Returns {dataset: number of samples written}."""
+def write_sets(clips, out, split, val_fraction, threshold, stride=None, xtest_stride=33):
+    """clips: list of (name, frames). ``stride``: frames between the first frames of consecutive triplets
+    (None: 2 for the Vimeo/UCF layouts, 1 for SNU-FILM, as in the defaults); ``xtest_stride``: frames between
+    33-frame X-TEST windows (at least 33). Returns {dataset: number of samples written}."""
+    xtest_stride = max(33, xtest_stride)
     counts = {"vimeo90k": 0, "ucf101": 0, "xtest": 0, **{f"snufilm-{m}": 0 for m in SNU_GAPS}}
     vimeo_list, snu_lists = [], {mode: [] for mode in SNU_GAPS}
     for name, frames in clips:
         first = int(round(len(frames) * (1 - val_fraction))) if split == "val" else 0
         written = set()
         for start, end in shot_ranges(frames, first, threshold):
-            for i in range(start, end - 2, 2):
+            for i in range(start, end - 2, stride or 2):
                 item = f"{name}/{i:05d}"
                 for k in range(3):
                     write_image(os.path.join(out, "vimeo90k", "sequences", item, f"im{k + 1}.png"),
@@ -56,7 +59,7 @@ def write_sets(clips, out, split, val_fraction, threshold):
                 counts["vimeo90k"] += 1
                 counts["ucf101"] += 1
             for mode, gap in SNU_GAPS.items():
-                for i in range(start, end - 2 * gap):
+                for i in range(start, end - 2 * gap, stride or 1):
                     paths = [f"frames/{name}/{i + k * gap:05d}.png" for k in range(3)]
                     for k, path in enumerate(paths):
                         if path not in written:
@@ -64,7 +67,7 @@ def write_sets(clips, out, split, val_fraction, threshold):
                             written.add(path)
                     snu_lists[mode].append(" ".join(paths))
                     counts[f"snufilm-{mode}"] += 1
-            for i in range(start, end - 32, 33):
+            for i in range(start, end - 32, xtest_stride):
                 for k in range(33):
                     write_image(os.path.join(out, "xtest", name, f"{i:05d}", f"{k:05d}.png"), frames[i + k])
                 counts["xtest"] += 1
@@ -88,10 +91,18 @@ def main(argv=None):
                         help="val: only each clip's held-out tail (default); all: every frame")
     parser.add_argument("--val_fraction", type=float, default=0.15, help="held-out tail (as in tools.train)")
     parser.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD)
+    parser.add_argument("--stride", type=int, default=None,
+                        help="frames between the first frames of consecutive triplets, every layout (default: 2 for "
+                             "vimeo90k/ucf101, 1 for snufilm); larger values give smaller sets spread over whole clips")
+    parser.add_argument("--xtest_stride", type=int, default=33,
+                        help="frames between the starts of 33-frame X-TEST windows (at least 33)")
     args = parser.parse_args(argv)
+    if args.stride is not None and args.stride < 1:
+        raise UsageError(f"--stride must be at least 1, got {args.stride}")
     clips = [(os.path.splitext(os.path.basename(os.path.normpath(s)))[0], read_all_frames(s))
              for s in list_video_sources(args.videos)]
-    counts = write_sets(clips, args.out, args.split, args.val_fraction, args.scene_threshold)
+    counts = write_sets(clips, args.out, args.split, args.val_fraction, args.scene_threshold, args.stride,
+                        args.xtest_stride)
     for name, frames in clips:
         first = int(round(len(frames) * (1 - args.val_fraction))) if args.split == "val" else 0
         print(f"{name}: {len(frames)} frames, using {first}..{len(frames) - 1}")

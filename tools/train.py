@@ -4,6 +4,15 @@
         --exp_name upr-base
     python -m tools.train --config configs/own_videos_cpu.py --video_paths my_clips/ --exp_name mine
 
+The original UPR-Net launcher form works too (it passes --local-rank; LOCAL_RANK wins when set):
+
+    python3 -m torch.distributed.launch --nproc_per_node=4 --master_port=10000 -m tools.train --world_size=4 \
+        --data_root /path/vimeo_triplet --train_log_root /path/train-log --exp_name upr-base --batch_size 8 \
+        --nr_data_worker 2 [--resume True]
+
+Several machines: torchrun --nnodes N --nproc_per_node P --rdzv_backend c10d --rdzv_endpoint HOST:PORT on each
+(docs/slurm.md); only global rank 0 writes, and --resume needs <train_log_root> on a filesystem every node sees.
+
 Values come from the defaults below, then the ``--config`` file (plain Python assignments), then the command
 line. Writes ``<train_log_root>/<exp_name>/``: ``checkpoints/last.pt`` (everything needed to resume),
 ``checkpoints/best.pkl`` and ``last.pkl`` (weights only, loadable with --model_file anywhere; with
@@ -33,7 +42,8 @@ from core.checkpoint import CheckpointError, atomic_save, strip_prefix
 from core.data import EpochIndexSampler, KeyedConcat, SyntheticMotion, VideoTriplets, Vimeo90KSeptuplets, \
     Vimeo90KTriplets
 from core.data.synthetic import skimage_textures
-from core.data.triplets import FLOW_TEACHERS
+from core.data.video_cache import FrameRefs
+from core.data.triplets import FLOW_TEACHERS, UnreadableDataError
 from core.device import keep_freed_memory
 from core.flow_viz import flow_to_color
 from core.interpolator import pad_multiple, pad_to_multiple
@@ -43,16 +53,36 @@ from core.schedule import learning_rate
 from core.video import DEFAULT_SCENE_THRESHOLD
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``tools.train: error: <message> (--help lists the options)``, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (--help lists the options)\n")
+
+
+def parse_bool(text):
+    """--resume's value: true / false (any case; also 1 / 0, yes / no)."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(str(text).lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return value
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="tools.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="Python file of NAME = value lines setting any option below")
     g = p.add_argument_group("run")
     g.add_argument("--exp_name", default="upr-base")
     g.add_argument("--train_log_root", default="../upr-train-log",
-                   help="experiments go to <root>/<exp_name>; a ./train-log symlink points at the default root")
+                   help="experiments go to <root>/<exp_name>; a ./train-log symlink to the root is made when "
+                        "./train-log does not exist (tensorboard --logdir=./train-log/<exp_name>/tensorboard)")
     g.add_argument("--world_size", type=int, default=None,
-                   help="number of processes; set by torchrun (WORLD_SIZE), checked if given")
-    g.add_argument("--resume", action="store_true", help="continue <exp>/checkpoints/last.pt exactly")
+                   help="number of processes in all; set by the launcher (WORLD_SIZE), checked if given")
+    g.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
+                   help="this process's index on its machine, as torch.distributed.launch passes it; the "
+                        "LOCAL_RANK environment variable wins when set")
+    g.add_argument("--resume", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
+                   help="continue <exp>/checkpoints/last.pt exactly (--resume, --resume True or --resume=false)")
     g.add_argument("--stop_at_step", type=int, default=0,
                    help="stop (saving last) after step K, for staged runs; --resume continues (0: off)")
     g.add_argument("--model_file", help="start from these weights (e.g. an official .pkl) for fine-tuning")
@@ -99,6 +129,17 @@ def build_parser():
     g.add_argument("--extra_video_paths", nargs="+", default=[],
                    help="videos: more clips used whole for training; none of their frames validate, so the "
                         "validation set stays that of --video_paths")
+    g.add_argument("--val_video_paths", nargs="+", default=[],
+                   help="videos: whole clips held out for validation (never trained on; left out of --video_paths "
+                        "if listed there too); without them the tails of --video_paths validate")
+    g.add_argument("--val_gaps", type=int, nargs="+", default=[1],
+                   help="videos: validate on triplets (i, i+g, i+2g) for each gap g (e.g. 1 4: small and large motion)")
+    g.add_argument("--video_cache", default="auto",
+                   help="videos: folder of the on-disk frame cache read lazily by the data workers (see "
+                        "tools.prepare_videos); 'auto': <train_log_root>/video_cache; 'none': decode into memory")
+    g.add_argument("--max_skip_fraction", type=float, default=0.05,
+                   help="stop when more than this share of the samples drawn so far were unreadable (each one is "
+                        "skipped with a warning naming the file)")
     g.add_argument("--max_gap", type=int, default=4, help="videos: middle frame up to this far from the ends")
     g.add_argument("--val_fraction", type=float, default=0.15, help="videos: the last part of each clip is held out for validation")
     g.add_argument("--val_stride", type=int, default=4,
@@ -157,20 +198,48 @@ def parse_args(argv=None):
 # distributed set-up
 
 
-def setup_distributed(args):
-    """Returns (rank, world_size, local_rank, device)."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+def process_ranks(args, environ=None):
+    """(rank, world_size, local_rank) of this process from the launcher's environment (torchrun and
+    torch.distributed.launch set RANK, WORLD_SIZE and LOCAL_RANK; the latter also passes --local-rank, used when
+    LOCAL_RANK is not set). A --world_size that differs from WORLD_SIZE is a one-line error."""
+    environ = os.environ if environ is None else environ
+    world_size = int(environ.get("WORLD_SIZE", 1))
+    rank = int(environ.get("RANK", 0))
+    local_rank = int(environ["LOCAL_RANK"]) if "LOCAL_RANK" in environ else (args.local_rank or 0)
     if args.world_size is not None and args.world_size != world_size:
-        raise SystemExit(f"error: --world_size {args.world_size} but {world_size} process(es) were launched "
-                         f"(use torchrun --nproc_per_node={args.world_size})")
+        launched = (f"the launcher started {world_size} (WORLD_SIZE)" if "WORLD_SIZE" in environ else
+                    "1 process was started (WORLD_SIZE is not set)")
+        raise SystemExit(f"error: --world_size {args.world_size} but {launched}: launch {args.world_size} in all, "
+                         f"e.g. torchrun --nproc_per_node={args.world_size} -m tools.train ... (over several "
+                         f"machines: --nnodes x --nproc_per_node = {args.world_size})")
+    if not 0 <= rank < world_size:
+        raise SystemExit(f"error: RANK {rank} is outside [0, WORLD_SIZE {world_size})")
+    return rank, world_size, local_rank
+
+
+def setup_distributed(args):
+    """Returns (rank, world_size, local_rank, device); joins the process group (NCCL on CUDA, else Gloo) when
+    more than one process was launched. The rendezvous (MASTER_ADDR / MASTER_PORT) comes from the launcher."""
+    rank, world_size, local_rank = process_ranks(args)
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     if world_size > 1:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     return rank, world_size, local_rank, device
+
+
+def link_train_log(train_log_root):
+    """Rank 0: make ./train-log point at ``train_log_root`` unless ./train-log exists, so that
+    ``tensorboard --logdir=./train-log/<exp_name>/tensorboard`` (the original README's command) finds the run.
+    Returns the TensorBoard folder prefix to show: ./train-log when it leads to the root, else the root."""
+    link = "train-log"
+    if not os.path.lexists(link):
+        os.symlink(train_log_root, link)
+    if os.path.realpath(link) == os.path.realpath(train_log_root):
+        return "./" + link
+    return train_log_root
 
 
 def seed_everything(seed, rank):
@@ -196,16 +265,24 @@ def build_datasets(args):
     elif args.dataset == "videos":
         if not args.video_paths:
             raise SystemExit("error: --video_paths is required for --dataset videos")
-        video = dict(max_gap=args.max_gap, val_fraction=args.val_fraction, scene_threshold=args.scene_threshold)
-        real = [VideoTriplets(args.video_paths, "train", crop_size=crop, augment=True, **video, **common)]
+        cache = {"auto": os.path.join(args.train_log_root, "video_cache"), "none": None}.get(args.video_cache,
+                                                                                           args.video_cache)
+        video = dict(max_gap=args.max_gap, val_fraction=args.val_fraction, scene_threshold=args.scene_threshold,
+                     cache_dir=cache)
+        train_split = "all" if args.val_video_paths else "train"
+        real = [VideoTriplets(args.video_paths, train_split, crop_size=crop, augment=True,
+                              exclude=args.val_video_paths, fixed=False, **video, **common)]
         if args.extra_video_paths:
-            real.append(VideoTriplets(args.extra_video_paths, "all", crop_size=crop, augment=True, **video, **common))
+            real.append(VideoTriplets(args.extra_video_paths, "all", crop_size=crop, augment=True,
+                                      exclude=args.val_video_paths, **video, **common))
         train = real[0] if len(real) == 1 else KeyedConcat(real)
-        val = VideoTriplets(args.video_paths, "val", val_stride=args.val_stride, **video, seed=args.seed)
+        val_sources, val_split = (args.val_video_paths, "all") if args.val_video_paths else (args.video_paths, "val")
+        val = VideoTriplets(val_sources, val_split, val_stride=args.val_stride, val_gaps=args.val_gaps, fixed=True,
+                            **video, seed=args.seed)
         # synthetic layers may also use training frames (never held-out ones) as textures: every 10th frame of
-        # each shot's training part (.clips holds whole clips, validation frames included)
-        textures = skimage_textures() + [part.clips[clip][1][i] for part in real for clip, start, end in part.shots
-                                         for i in range(start, end, 10)]
+        # each shot's training part, read from the cache when a texture is drawn
+        textures = FrameRefs(skimage_textures() + [(part.clips[clip][1], i) for part in real
+                                                   for clip, start, end in part.shots for i in range(start, end, 10)])
     else:
         train, val, textures = None, None, None
     if args.dataset == "synthetic" or args.synthetic_ratio > 0:
@@ -278,8 +355,8 @@ def format_duration(seconds):
 
 @torch.no_grad()
 def validate(model, dataset, args, device, logger=None, step=0):
-    """Mean PSNR / SSIM of the final frame on ``dataset`` (full frames, padded to the pyramid's multiple);
-    the first sample's result goes to TensorBoard as "val/images"."""
+    """(mean PSNR, mean SSIM, per-sample PSNRs) of the final frame on ``dataset`` (full frames, padded to the
+    pyramid's multiple); the first sample's result goes to TensorBoard as "val/images"."""
     model.eval()
     psnrs, ssims = [], []
     multiple = pad_multiple(args.pyr_level)
@@ -295,7 +372,15 @@ def validate(model, dataset, args, device, logger=None, step=0):
         if i == 0 and logger is not None:
             logger.images(step, "val/images", sample, prediction, bi_flow)
     model.train()
-    return float(np.mean(psnrs)), float(np.mean(ssims))
+    return float(np.mean(psnrs)), float(np.mean(ssims)), psnrs
+
+
+def psnr_by_gap(dataset, psnrs):
+    """{gap: mean PSNR} of a video validation set's per-sample PSNRs (empty for other datasets)."""
+    gaps = [start[2] for start in getattr(dataset, "starts", [])]
+    if len(gaps) != len(psnrs) or len(set(gaps)) < 2:
+        return {}
+    return {gap: float(np.mean([p for g, p in zip(gaps, psnrs) if g == gap])) for gap in sorted(set(gaps))}
 
 
 def load_model_file(model, path):
@@ -313,8 +398,10 @@ def validate_weights(args, device):
     model = build_model(args.model_size, pyr_level=args.pyr_level).to(device)
     load_model_file(model, args.model_file)
     _, val_set = build_datasets(args)
-    val_psnr, val_ssim = validate(model, val_set, args, device)
-    print(f"{args.model_file}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f} ({len(val_set)} samples)")
+    val_psnr, val_ssim, psnrs = validate(model, val_set, args, device)
+    by_gap = psnr_by_gap(val_set, psnrs)
+    gaps = "; " + ", ".join(f"gap {g}: {v:.3f} dB" for g, v in by_gap.items()) if by_gap else ""
+    print(f"{args.model_file}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f} ({len(val_set)} samples{gaps})")
 
 
 def save_training_state(path, model, optimizer, step, best_psnr, args, scaler=None, ema=None):
@@ -349,10 +436,11 @@ def main(argv=None):
     ckpt_dir = os.path.join(exp_dir, "checkpoints")
     if is_main:
         os.makedirs(ckpt_dir, exist_ok=True)
-        if args.train_log_root == build_parser().get_default("train_log_root") and not os.path.lexists("train-log"):
-            os.symlink(args.train_log_root, "train-log")
+        tensorboard_root = link_train_log(args.train_log_root)
     logger = Logger(exp_dir, is_main)
     logger.line(f"command: {' '.join(sys.argv)}")
+    if is_main:
+        logger.line(f"tensorboard --logdir={os.path.join(tensorboard_root, args.exp_name, 'tensorboard')}")
     logger.line(f"world size {world_size}, batch {args.batch_size} per process ({args.batch_size * world_size} "
                 f"total), device {device}, threads {torch.get_num_threads()}, amp {args.amp}")
 
@@ -431,13 +519,18 @@ def main(argv=None):
     def checkpoint(validate_now):
         nonlocal best_psnr
         if validate_now:
-            val_psnr, val_ssim = validate(kept_model, val_set, args, device, logger, step) if is_main else (0, 0)
+            val_psnr, val_ssim, psnrs = (validate(kept_model, val_set, args, device, logger, step) if is_main
+                                         else (0, 0, []))
             if is_main:
-                logger.scalars(step, {"val/psnr": val_psnr, "val/ssim": val_ssim})
+                by_gap = psnr_by_gap(val_set, psnrs)
+                logger.scalars(step, {"val/psnr": val_psnr, "val/ssim": val_ssim,
+                                      **{f"val/psnr_gap{g}": v for g, v in by_gap.items()}})
                 text = f"step {step}: validation PSNR {val_psnr:.3f} dB, SSIM {val_ssim:.4f}"
+                if by_gap:
+                    text += " (" + ", ".join(f"gap {g}: {v:.3f}" for g, v in by_gap.items()) + ")"
                 candidates = [(val_psnr, kept_model, "")]
                 if ema is not None:   # the raw weights too: they may validate higher than the average
-                    raw_psnr, raw_ssim = validate(model, val_set, args, device)
+                    raw_psnr, raw_ssim, _ = validate(model, val_set, args, device)
                     logger.scalars(step, {"val/psnr_raw": raw_psnr, "val/ssim_raw": raw_ssim})
                     text += f" (average of weights; raw weights {raw_psnr:.3f} dB, {raw_ssim:.4f})"
                     candidates.append((raw_psnr, model, " (raw weights)"))
@@ -463,13 +556,26 @@ def main(argv=None):
         return 0 < args.stop_at_step <= step < args.steps
 
     stopping = stop_point_reached()
+    # unreadable samples are skipped by the datasets (one warning per file) and counted here: samples drawn
+    # (used + skipped) and skipped, this process's since the start of this run
+    drawn, skipped, data_failure = 0, 0, False
     while step < args.steps and not stopping:
         epoch, position = divmod(step, steps_per_epoch)
         sampler.set_position(epoch, position * args.batch_size)
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except UnreadableDataError as error:
+                raise SystemExit(f"error: the training data cannot be read: {error}") from None
             lr = learning_rate(step, args.steps, args.init_lr, args.min_lr, args.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            skipped_now = int(batch.pop("skipped").sum())
+            skipped += skipped_now
+            drawn += args.batch_size + skipped_now
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             img0 = batch["img0"].contiguous(memory_format=memory_format)
             img1 = batch["img1"].contiguous(memory_format=memory_format)
@@ -501,21 +607,28 @@ def main(argv=None):
                 elapsed = time.time() - window_start
                 rate = window_steps / max(elapsed, 1e-9)
                 logger.scalars(step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
+                                      "data/skipped_samples": skipped,
                                       **{f"train/loss_{k}": v.item() for k, v in terms.items()}})
                 logger.line(f"step {step}/{args.steps} | loss {loss.item():.4f} | grad norm {grad_norm.item():.3g} | "
                             f"lr {lr:.2e} | {rate:.3f} it/s | "
-                            f"ETA {format_duration((args.steps - step) / max(rate, 1e-9))}")
+                            f"ETA {format_duration((args.steps - step) / max(rate, 1e-9))}"
+                            + (f" | {skipped} unreadable samples skipped" if skipped else ""))
                 window_start, window_steps = time.time(), 0
             if step % args.image_interval == 0 or step == start_step + 1:
                 logger.images(step, "train/images", batch, prediction, bi_flow)
 
             # all processes stop at the same step: a signal to any of them stops all
-            stop_now = torch.tensor(int("signal" in signalled or stop_point_reached()))
+            # (2: too many unreadable samples on some process)
+            too_many_skipped = drawn >= 10 * args.batch_size and skipped > args.max_skip_fraction * drawn
+            stop_now = torch.tensor(2 if too_many_skipped else int("signal" in signalled or stop_point_reached()),
+                                    device=device)   # NCCL reduces device tensors only
             if world_size > 1:
                 dist.all_reduce(stop_now, op=dist.ReduceOp.MAX)
             stopping = bool(stop_now.item())
+            data_failure = stop_now.item() == 2
             if stopping:
-                reason = (f"--stop_at_step {args.stop_at_step}" if stop_point_reached() else
+                reason = ("too many unreadable samples" if data_failure else
+                          f"--stop_at_step {args.stop_at_step}" if stop_point_reached() else
                           f"signal {signalled['signal']}" if "signal" in signalled else "another process was signalled")
                 logger.line(f"step {step}: {reason}; saving {last_path} and stopping")
             if step % args.save_interval == 0 or step == args.steps or stopping:
@@ -523,6 +636,11 @@ def main(argv=None):
             if step >= args.steps or stopping:
                 break
 
+    if data_failure:
+        logger.close()
+        raise SystemExit(f"error: {skipped} of the {drawn} training samples drawn by this process could not be read "
+                         f"(more than --max_skip_fraction {args.max_skip_fraction}); the warnings above name the "
+                         f"files; {last_path} holds step {step}")
     logger.line(f"finished at step {step}; best validation PSNR {best_psnr:.3f} dB")
     logger.close()
     if world_size > 1:

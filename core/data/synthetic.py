@@ -184,4 +184,4 @@ class SyntheticMotion(torch.utils.data.Dataset):
         return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
                 "time": torch.tensor(t, dtype=torch.float32),
                 "flow": torch.from_numpy(flow).permute(2, 0, 1).contiguous(),
-                "flow_valid": torch.ones(2, *self.size)}
+                "flow_valid": torch.ones(2, *self.size), "skipped": torch.tensor(0)}

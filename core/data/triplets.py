@@ -10,14 +10,16 @@ and ``flow_valid`` (2 x H x W: 1 where ``flow`` holds a reference, channel 0 for
 1 -> 0; all 0 when there is none).
 """
 import os
+import warnings
 
 import cv2
 import numpy as np
 import torch
 
 from ..frames import FrameError, read_image
-from ..video import DEFAULT_SCENE_THRESHOLD, find_scene_cuts, to_uint8
+from ..video import DEFAULT_SCENE_THRESHOLD, VideoError, find_scene_cuts, to_uint8
 from .augment import augment_triplet, ensure_min_size, random_crop
+from .video_cache import CachedFrames, cut_indices, prepare_cache
 from .video_frames import list_video_sources, read_all_frames
 
 
@@ -81,7 +83,24 @@ class TripletDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def __getitem__(self, key):
+        """The sample of ``key``; if its frames cannot be read, the next readable one (a warning names the file
+        once per process, ``sample["skipped"]`` counts the samples passed over). :class:`UnreadableDataError`
+        after :data:`MAX_CONSECUTIVE_SKIPS` unreadable samples in a row."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        last = None
+        for skipped in range(MAX_CONSECUTIVE_SKIPS):
+            try:
+                sample = self._sample(epoch, (index + skipped) % len(self))
+            except UNREADABLE as error:
+                _warn_unreadable(error)
+                last = error
+                continue
+            sample["skipped"] = torch.tensor(skipped)
+            return sample
+        raise UnreadableDataError(f"{MAX_CONSECUTIVE_SKIPS} samples in a row from index {index} of "
+                                  f"{type(self).__name__} could not be read (last: {last})")
+
+    def _sample(self, epoch, index):
         rng = np.random.default_rng([self.seed, epoch, index])
         frames, t = self.load(index, rng)
         frames = [to_uint8(f) for f in frames]
@@ -100,6 +119,32 @@ class TripletDataset(torch.utils.data.Dataset):
                 valid = torch.ones(2, *flow.shape[1:])
         return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
                 "time": torch.tensor(t, dtype=torch.float32), "flow": flow, "flow_valid": valid}
+
+
+MAX_CONSECUTIVE_SKIPS = 16
+"""A dataset gives up (:class:`UnreadableDataError`) after this many unreadable samples in a row."""
+
+UNREADABLE = (FrameError, VideoError, OSError, cv2.error)
+"""Errors of a sample whose frames cannot be read or decoded (a corrupt PNG, a truncated cache file)."""
+
+
+class UnreadableDataError(RuntimeError):
+    """Too many samples of a dataset cannot be read."""
+
+
+_warned = set()
+
+
+def _warn_unreadable(error):
+    """One warning per unreadable file (per process), naming it."""
+    message = str(error)
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(f"skipping an unreadable training sample: {message}", UnreadableSampleWarning, stacklevel=3)
+
+
+class UnreadableSampleWarning(UserWarning):
+    """A sample was skipped because its frames cannot be read."""
 
 
 def _read_frames(paths):
@@ -158,36 +203,54 @@ class Vimeo90KSeptuplets(TripletDataset):
 
 
 class VideoTriplets(TripletDataset):
-    """Triplets from users' own footage: video files (decoded with PyAV) and/or folders of frames.
+    """Triplets from users' own footage: video files (any container PyAV decodes) and/or folders of frames.
 
     sources: paths of video files, frame folders, or directories holding either. Each clip is cut into shots at
     scene cuts (:func:`core.video.find_scene_cuts`); a triplet never crosses a cut. The first ``1 - val_fraction``
     of each clip's frames are the "train" split and the tail the "val" split (a split by time that keeps the
-    held-out frames contiguous, so long-gap tests can be built from them); the two never share a frame, and
-    ``split_frame[clip]`` records where the tail starts. Training picks a span s in [2, 2 * max_gap] frames and a middle frame j at random
-    (t = (j - i) / s); validation uses consecutive triplets (s = 2, t = 0.5), every ``val_stride``-th one.
+    held-out frames contiguous, so long-gap tests can be built from them); "all" uses every frame (for clips
+    that only train, or whole held-out clips that only validate). The splits never share a frame, and
+    ``split_frame[clip]`` records where the tail starts. Training picks a span s in [2, 2 * max_gap] frames and a
+    middle frame j at random (t = (j - i) / s); validation uses triplets (i, i + g, i + 2g) for each gap g of
+    ``val_gaps`` (t = 0.5), every ``val_stride``-th one.
+
+    fixed: True for validation triplets, False for random spans; None (default) is True for the "val" split only
+    (whole held-out clips validate with split "all", fixed True). cache_dir: None decodes every clip into memory
+    (fine for a few short clips); a folder reads frames lazily from the on-disk cache of
+    :mod:`core.data.video_cache` (prepared there on first use), so memory does not grow with the footage.
+    exclude: sources left out (e.g. the clips held out for validation).
     """
 
-    def __init__(self, sources, split="train", max_gap=4, val_fraction=0.15, val_stride=4,
-                 scene_threshold=DEFAULT_SCENE_THRESHOLD, **kwargs):
+    def __init__(self, sources, split="train", max_gap=4, val_fraction=0.15, val_stride=4, val_gaps=(1,),
+                 scene_threshold=DEFAULT_SCENE_THRESHOLD, fixed=None, cache_dir=None, exclude=(), **kwargs):
         super().__init__(**kwargs)
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be train, val or all, got {split!r}")
         if val_stride < 1:
             raise ValueError(f"val_stride must be at least 1, got {val_stride}")
+        if not val_gaps or min(val_gaps) < 1:
+            raise ValueError(f"val_gaps must be gaps of at least 1 frame, got {val_gaps}")
         self.split = split
+        self.fixed = split == "val" if fixed is None else fixed
         self.max_gap = max_gap
         self.clips, self.shots = [], []     # shots: (clip index, first frame, end frame exclusive)
         self.split_frame = []
-        for source in list_video_sources(sources):
-            frames = read_all_frames(source)
-            if not frames:
+        excluded = {os.path.realpath(e) for e in list_video_sources(exclude)} if exclude else set()
+        paths = [p for p in list_video_sources(sources) if os.path.realpath(p) not in excluded]
+        if cache_dir is None:
+            clips = [(p, read_all_frames(p)) for p in paths]
+            clips = [(p, frames, find_scene_cuts(frames, scene_threshold)) for p, frames in clips]
+        else:
+            entries = prepare_cache(paths, cache_dir)
+            clips = [(p, CachedFrames(cache_dir, e), cut_indices(e, scene_threshold)) for p, e in zip(paths, entries)]
+        for source, frames, cuts in clips:
+            if not len(frames):
                 continue
             clip = len(self.clips)
             self.clips.append((source, frames))
-            boundary = int(round(len(frames) * (1 - val_fraction)))
+            boundary = int(round(len(frames) * (1 - val_fraction))) if split != "all" else len(frames)
             self.split_frame.append(boundary)
-            bounds = [0] + [c + 1 for c in find_scene_cuts(frames, scene_threshold)] + [len(frames)]
+            bounds = [0] + [c + 1 for c in cuts] + [len(frames)]
             for start, end in zip(bounds[:-1], bounds[1:]):
                 if split == "train":
                     end = min(end, boundary)
@@ -197,21 +260,27 @@ class VideoTriplets(TripletDataset):
                     self.shots.append((clip, start, end))
         if not self.shots:
             raise ValueError(f"no usable frames (shots of >= 3 frames) in {sources}")
-        # one index per possible first frame; validation: every val_stride-th consecutive triplet
+        # training: one index per possible first frame; validation: (shot, first frame, gap), every
+        # val_stride-th triplet of each gap
         self.starts = []
         for shot, (clip, start, end) in enumerate(self.shots):
-            stride = val_stride if split == "val" else 1
-            self.starts += [(shot, i) for i in range(start, end - 2, stride)]
+            if not self.fixed:
+                self.starts += [(shot, i, 0) for i in range(start, end - 2)]
+            else:
+                for gap in val_gaps:
+                    self.starts += [(shot, i, gap) for i in range(start, end - 2 * gap, val_stride)]
+        if not self.starts:
+            raise ValueError(f"no validation triplets at gaps {tuple(val_gaps)} in {sources}")
 
     def __len__(self):
         return len(self.starts)
 
     def load(self, index, rng):
-        shot, i = self.starts[index]
+        shot, i, gap = self.starts[index]
         clip, _, end = self.shots[shot]
         frames = self.clips[clip][1]
-        if self.split == "val":
-            return [frames[i], frames[i + 1], frames[i + 2]], 0.5
+        if gap:
+            return [frames[i], frames[i + gap], frames[i + 2 * gap]], 0.5
         span = int(rng.integers(2, min(2 * self.max_gap, end - 1 - i) + 1))
         j = i + int(rng.integers(1, span))
         return [frames[i], frames[j], frames[i + span]], (j - i) / span
