@@ -28,6 +28,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from . import export_friendly as _export
+
 _MODES = ("summation", "average", "linear", "softmax")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _backend = os.environ.get("UPR_SPLAT_BACKEND", "auto")
@@ -211,6 +213,8 @@ class Splatting:
         """Summation splat of ``input`` (N x C x H x W), each source pixel optionally scaled by ``weight``
         (N x 1 x H x W, applied per pixel before splatting). ``rows`` = (y0, y1) computes only output rows
         y0 .. y1-1 (N x C x (y1-y0) x W), from all source pixels."""
+        if _export.active():   # ONNX export: plain tensor ops (core.ops.export_friendly)
+            return _export.splatting_sum(self.flow, input, weight, rows)
         n, h, w = self.shape
         if input.dim() != 4 or input.shape[0] != n or tuple(input.shape[2:]) != (h, w):
             raise ValueError(f"splat: input {tuple(input.shape)} and flow {tuple(self.flow.shape)} do not match")
@@ -258,6 +262,8 @@ class Splatting:
     def normaliser(self, weight=None, rows=None):
         """Splatted per-pixel weights (ones by default), N x 1 x H x W (or the given rows); exact zeros are
         replaced by 1. Cached for the default weights."""
+        if _export.active():   # ONNX export: no cache (its keys may be symbolic sizes)
+            return _export.splatting_normaliser(self.flow, weight, rows)
         if weight is None and rows in self._normalisers:
             return self._normalisers[rows]
         ones = self.flow.new_ones(self.shape[0], 1, *self.shape[1:]) if weight is None else weight
@@ -282,6 +288,8 @@ def splat(input, flow, metric=None, mode="average"):
 
     ``metric`` (N x 1 x H x W) is required for "linear" and "softmax" and ignored otherwise.
     """
+    if _export.active():   # ONNX export: plain tensor ops (core.ops.export_friendly)
+        return _export.splat(input, flow, metric, mode)
     if mode not in _MODES:
         raise ValueError(f"unknown splatting mode {mode!r}; use one of {_MODES}")
     splatting = Splatting(flow)
