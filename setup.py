@@ -17,7 +17,8 @@ setup(
     install_requires=requirements,
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        "test": ["pytest>=7"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.17"],   # tools.export_onnx and ONNX Runtime inference
+        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.17"],
     },
     entry_points={
         "console_scripts": [
