@@ -1,12 +1,16 @@
 """Splatting and correlation against the reference vectors, hand-computed cases and gradcheck."""
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 
 from core.ops import correlation, splat, splat_sum
-from core.ops import softsplat
+from core.ops import library, softsplat
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(params=["torch", "cpp"])
@@ -144,22 +148,21 @@ def test_splat_rows_and_layouts_agree_with_full_splat(channels_last, backend):
     assert torch.allclose(full, splat(inp.contiguous(), flow), atol=1e-6)
     pieces = torch.cat([splatting.average(inp, rows=(0, 5)), splatting.average(inp, rows=(5, 12))], 2)
     assert torch.allclose(pieces, full, atol=1e-6)
-    by_corner = splatting._sum_by_corner(inp.permute(0, 2, 3, 1).reshape(-1, 5))
-    assert torch.allclose(by_corner.view(2, 12, 9, 5).permute(0, 3, 1, 2), splatting.sum(inp), atol=1e-5)
+    by_corner = softsplat.reference_sum_by_corner(inp, flow)
+    assert torch.allclose(by_corner, splatting.sum(inp), atol=1e-5)
 
 
 def test_both_corner_orderings_agree_and_large_flows_splat_like_small_ones(monkeypatch):
     """Large flows merge per-corner runs, small ones sort all corners: the same order, the same splat."""
-    monkeypatch.setattr(softsplat, "_backend", "torch")
+    monkeypatch.setattr(library, "_backend", "torch")
     torch.manual_seed(2)
     flow = torch.randn(2, 2, 40, 30) * 6          # converging, diverging and off-frame targets
     flow[0, :, :5] = 1e6                          # far off the frame: clamped cells
-    splatting = softsplat.Splatting(flow)
     cell, _ = softsplat._cells_and_weights(flow)
-    row, _, slots = splatting._slots()
+    row, _, slots = softsplat._slots(2, 40, 30)
     shifts = [dy * row + dx for dy, dx in softsplat.CORNERS]
-    sorted_position, sorted_counts = softsplat.Splatting._order_by_sorting(cell, shifts, slots)
-    merged_position, merged_counts = softsplat.Splatting._order_by_merging(cell, shifts, slots)
+    sorted_position, sorted_counts = softsplat._order_by_sorting(cell, shifts, slots)
+    merged_position, merged_counts = softsplat._order_by_merging(cell, shifts, slots)
     assert torch.equal(sorted_position, merged_position) and torch.equal(sorted_counts, merged_counts)
     inp = torch.rand(2, 3, 40, 30)
     small = softsplat.Splatting(flow).average(inp)
@@ -285,3 +288,241 @@ def test_cupy_kernel_source_compiles(tmp_path, c_type):
     ptx = (tmp_path / "splat.ptx").read_text()
     for name in ("splat_forward", "splat_backward_input", "splat_backward_flow"):
         assert f".entry {name}" in ptx
+
+
+# ---------------------------------------------------------------------------- the torch.ops.upr operators
+
+def _plain_splat(inp, flow, rows=None):
+    """An independent summation splat from plain differentiable tensor ops (autograd gives its gradients): each
+    corner's weight and target computed elementwise, all added with one index_put(accumulate=True)."""
+    n, c, h, w = inp.shape
+    y0, y1 = rows or (0, h)
+    gx = torch.arange(w, dtype=flow.dtype).view(1, 1, w) + flow[:, 0]
+    gy = torch.arange(h, dtype=flow.dtype).view(1, h, 1) + flow[:, 1]
+    finite = torch.isfinite(gx) & torch.isfinite(gy)
+    gx, gy = torch.where(finite, gx, -10.0), torch.where(finite, gy, -10.0)
+    x0, y0f = torch.floor(gx).detach(), torch.floor(gy).detach()
+    fx, fy = gx - x0, gy - y0f
+    image = torch.arange(n).view(n, 1, 1)
+    table = inp.new_zeros(n * (y1 - y0) * w + 1, c)
+    values = inp.permute(0, 2, 3, 1)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        tx, ty = x0 + dx, y0f + dy
+        weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
+        inside = finite & (tx >= 0) & (tx < w) & (ty >= y0) & (ty < y1)
+        index = torch.where(inside, image * (y1 - y0) * w + (ty.clamp(y0, y1 - 1) - y0) * w + tx.clamp(0, w - 1),
+                            n * (y1 - y0) * w).long()
+        table = table.index_put((index.reshape(-1),), (values * (weight * inside)[..., None]).reshape(-1, c),
+                                accumulate=True)
+    return table[:-1].view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
+
+
+def _plain_correlation(first, second, d):
+    """Correlation as (2d + 1)^2 shifted products of the zero-padded second map (autograd gives the gradients)."""
+    n, c, h, w = first.shape
+    padded = torch.nn.functional.pad(second, (d, d, d, d))
+    return torch.stack([(first * padded[:, :, dy:dy + h, dx:dx + w]).mean(1)
+                        for dy in range(2 * d + 1) for dx in range(2 * d + 1)], 1)
+
+
+def _prepared_splat(inp, flow, layout, rows=None):
+    """Splat through the operators directly: splat_prepare + splat_apply in ``layout``."""
+    y0, y1 = rows or (0, inp.shape[2])
+    prepared = torch.ops.upr.splat_prepare(flow.detach(), layout)
+    return torch.ops.upr.splat_apply(inp, flow, *prepared, layout, y0, y1)
+
+
+@pytest.mark.parametrize("layout", ["cells", "bags", "direct"])
+def test_operators_match_the_reference_vectors(splat_vectors, layout):
+    """Every CPU layout of splat_prepare/splat_apply, and splat_sum, against the golden splats and gradients."""
+    for case in splat_vectors["softsplat_cases"]:
+        if case["mode"] == "summation":
+            out = _prepared_splat(case["input"], case["flow"], layout)
+            assert (out - case["output"]).abs().max() <= 1e-5, case["desc"]
+            assert (torch.ops.upr.splat_sum(case["input"], case["flow"]) - case["output"]).abs().max() <= 1e-5
+    for case in splat_vectors["softsplat_grad_cases"]:
+        if case["mode"] != "summation":
+            continue
+        for through_sum in (False, True):
+            inp = case["input"].clone().requires_grad_()
+            flow = case["flow"].clone().requires_grad_()
+            out = torch.ops.upr.splat_sum(inp, flow) if through_sum else _prepared_splat(inp, flow, layout)
+            (out * case["weight"]).sum().backward()
+            assert (out - case["output"]).abs().max() <= 1e-5
+            assert (inp.grad - case["grad_input"]).abs().max() <= 1e-5
+            assert (flow.grad - case["grad_flow"]).abs().max() <= 1e-4
+
+
+def _awkward_flow(n, h, w, dtype=torch.float32, seed=6):
+    torch.manual_seed(seed)
+    flow = (torch.randn(n, 2, h, w) * 3).to(dtype)        # converging, diverging and off-frame targets
+    flow[0, 0, 1, 2] = float("nan")
+    flow[-1, 1, 3, 1] = 1e7                                # far off the frame
+    return flow
+
+
+@pytest.mark.parametrize("layout", ["cells", "bags", "direct"])
+@pytest.mark.parametrize("rows", [None, (2, 7)])
+def test_operator_gradients_equal_autograd_through_plain_tensor_ops(layout, rows):
+    """Forward and both gradients of splat_apply (every layout, a row range, channels_last) against autograd
+    through an independent implementation (plain tensor ops, one index_put per splat)."""
+    flow = _awkward_flow(2, 9, 8)
+    inp = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+    y0, y1 = rows or (0, 9)
+    grad_output = torch.randn(2, 5, y1 - y0, 8)
+    results = []
+    for through_ops in (True, False):
+        i, f = inp.clone().requires_grad_(), flow.clone().requires_grad_()
+        if through_ops:
+            out = _prepared_splat(i, f, layout, rows)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        else:
+            out = _plain_splat(i, f, rows)
+        results.append((out.detach(), *torch.autograd.grad(out, (i, f), grad_output)))
+    for name, ours, reference in zip(("output", "input gradient", "flow gradient"), *results):
+        assert ours.shape == reference.shape
+        assert (ours - reference).abs().max() <= 1e-5 * max(1.0, reference.abs().max().item()), name
+
+
+def _splat_samples():
+    flow = _awkward_flow(2, 7, 6, torch.float64)
+    inp = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    return inp, flow
+
+
+@pytest.mark.parametrize("layout", ["cells", "bags", "direct"])
+def test_opcheck_splat_prepare_and_apply(layout):
+    inp, flow = _splat_samples()
+    prepared = torch.ops.upr.splat_prepare(flow, layout)
+    torch.library.opcheck(torch.ops.upr.splat_prepare, (flow, layout))
+    for y0, y1 in ((0, 7), (2, 5)):
+        for i in (inp, inp.contiguous(memory_format=torch.channels_last)):
+            args = (i.clone().requires_grad_(), flow.clone().requires_grad_(), *prepared, layout, y0, y1)
+            torch.library.opcheck(torch.ops.upr.splat_apply, args)
+        grad_output = torch.randn(2, 3, y1 - y0, 6, dtype=torch.float64)
+        torch.library.opcheck(torch.ops.upr.splat_apply_backward_input, (grad_output, flow, *prepared, layout, y0))
+        torch.library.opcheck(torch.ops.upr.splat_apply_backward_flow,
+                              (grad_output, inp, flow, *prepared, layout, y0))
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_opcheck_splat_sum_and_correlation(backend):
+    inp, flow = _splat_samples()
+    softsplat.set_backend(backend)
+    try:
+        torch.library.opcheck(torch.ops.upr.splat_sum, (inp.requires_grad_(), flow.requires_grad_()))
+        grad_output = torch.randn_like(inp)
+        torch.library.opcheck(torch.ops.upr.splat_sum_backward_input, (grad_output, flow.detach()))
+        torch.library.opcheck(torch.ops.upr.splat_sum_backward_flow, (grad_output, inp.detach(), flow.detach()))
+    finally:
+        softsplat.set_backend("auto")
+    first = torch.randn(1, 4, 5, 11, dtype=torch.float64, requires_grad=True)
+    second = torch.randn(1, 4, 5, 11, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.upr.correlation, (first, second, 4))
+    torch.library.opcheck(torch.ops.upr.correlation, (first, second, 2))
+    torch.library.opcheck(torch.ops.upr.correlation_backward,
+                          (torch.randn(1, 81, 5, 11, dtype=torch.float64), first.detach(), second.detach(), 4))
+
+
+@pytest.mark.parametrize("max_displacement,width", [(4, 11), (2, 16), (5, 3)])
+def test_correlation_gradients_equal_autograd_through_shifted_products(max_displacement, width):
+    """The correlation operator's backward (transposed block products) against autograd through 81 shifted
+    products, for displacement windows wider and narrower than a tile."""
+    torch.manual_seed(7)
+    first = torch.randn(2, 6, 7, width).contiguous(memory_format=torch.channels_last)
+    second = torch.randn(2, 6, 7, width)
+    size = 2 * max_displacement + 1
+    grad_output = torch.randn(2, size * size, 7, width)
+    results = []
+    for through_ops in (True, False):
+        a, b = first.clone().requires_grad_(), second.clone().requires_grad_()
+        if through_ops:
+            out = correlation(a, b, max_displacement)
+        else:
+            out = _plain_correlation(a, b, max_displacement)
+        results.append((out.detach(), *torch.autograd.grad(out, (a, b), grad_output)))
+    for ours, reference in zip(*results):
+        assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_splat_kernel_selection_per_device(monkeypatch):
+    """The one place choosing a device's kernel: CPU -> cpp, CUDA -> triton, else cupy, else the reference;
+    forced backends that cannot serve a device raise."""
+    monkeypatch.setattr(library, "triton_available", lambda: True)
+    monkeypatch.setattr(library, "cupy_available", lambda: True)
+    assert library.splat_kernel("cpu", deterministic=False) == "cpp"
+    assert library.splat_kernel("cuda", deterministic=False) == "triton"
+    assert library.splat_layout("cuda", deterministic=False) == "direct"
+    assert library.splat_kernel("cuda", deterministic=False, backend="cupy") == "cupy"
+    assert library.splat_kernel("mps", deterministic=False) == "torch"
+    assert library.splat_layout("mps", deterministic=False) == "direct"      # index_add, no embedding_bag
+    monkeypatch.setattr(library, "triton_available", lambda: False)
+    assert library.splat_kernel("cuda", deterministic=False) == "cupy"
+    with pytest.raises(RuntimeError, match="'triton' was forced"):
+        library.splat_kernel("cuda", deterministic=False, backend="triton")
+    monkeypatch.setattr(library, "cupy_available", lambda: False)
+    assert library.splat_kernel("cuda", deterministic=False) == "torch"
+    assert library.splat_layout("cuda", deterministic=False) == "bags"
+    with pytest.raises(RuntimeError, match="CuPy is not importable"):
+        library.splat_kernel("cuda", deterministic=False, backend="cupy")
+    with pytest.raises(RuntimeError, match="'cpp' was forced"):
+        library.splat_kernel("cuda", deterministic=False, backend="cpp")
+    with pytest.raises(RuntimeError, match="'cpp' was forced"):
+        library.splat_kernel("mps", deterministic=False, backend="cpp")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        library.splat_kernel("cpu", deterministic=False, backend="triton")
+    for device in ("cpu", "cuda", "mps"):
+        assert library.splat_kernel(device, deterministic=False, backend="torch") == "torch"
+
+
+def test_deterministic_mode_selects_the_sorted_reference_for_cuda_tensors(monkeypatch):
+    monkeypatch.setattr(library, "triton_available", lambda: True)
+    monkeypatch.setattr(library, "cupy_available", lambda: True)
+    assert library.splat_kernel("cuda") == "triton"
+    mode, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert library.splat_kernel("cuda") == "torch" and library.splat_layout("cuda") == "bags"
+        assert library.splat_kernel("cpu") == "cpp"          # the C++ kernel is deterministic
+        for forced in ("triton", "cupy"):
+            with pytest.raises(RuntimeError, match="not deterministic"):
+                library.splat_kernel("cuda", backend=forced)
+        # a CUDA-shaped call on this machine: the direct layout's kernel, chosen when it runs, is the reference
+        monkeypatch.setattr(library, "_direct_kernel", lambda device_type: library.splat_kernel("cuda")
+                            if library.splat_kernel("cuda") in ("triton", "cupy") else "torch")
+        inp, flow = torch.rand(1, 2, 6, 5), torch.randn(1, 2, 6, 5)
+        assert torch.equal(_prepared_splat(inp, flow, "direct"), _prepared_splat(inp, flow, "bags"))
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    assert library.splat_kernel("cuda") == "triton"
+
+
+def test_forced_triton_runs_the_triton_kernels_through_the_operators_in_the_interpreter(tmp_path):
+    """UPR_SPLAT_BACKEND=triton with TRITON_INTERPRET=1 (a fresh process): the CUDA code path of the operators
+    (the "direct" layout, Triton forward and backward) on CPU tensors, against the reference."""
+    script = tmp_path / "triton_ops.py"
+    script.write_text(
+        "import torch\n"
+        "from core.ops import library, softsplat\n"
+        "assert library.splat_kernel('cpu') == 'triton' and library.splat_layout('cpu') == 'direct'\n"
+        "torch.manual_seed(8)\n"
+        "inp = torch.randn(2, 3, 9, 7).contiguous(memory_format=torch.channels_last)\n"
+        "flow = torch.randn(2, 2, 9, 7) * 3\n"
+        "flow[0, 0, 2, 2] = float('nan')\n"
+        "grad = torch.randn(2, 3, 4, 7)\n"
+        "results = []\n"
+        "for backend in ('triton', 'torch'):\n"
+        "    softsplat.set_backend(backend)\n"
+        "    i, f = inp.clone().requires_grad_(), flow.clone().requires_grad_()\n"
+        "    out = softsplat.Splatting(f).sum(i, rows=(3, 7))\n"
+        "    results.append((out.detach(), *torch.autograd.grad(out, (i, f), grad)))\n"
+        "    results[-1] += (softsplat.splat(i.detach(), f.detach()),)\n"
+        "for a, b in zip(*results):\n"
+        "    assert (a - b).abs().max() <= 1e-5, (a - b).abs().max()\n"
+        "assert results[0][0].is_contiguous(memory_format=torch.channels_last)\n"
+        "print('ok')\n")
+    env = dict(os.environ, TRITON_INTERPRET="1", UPR_SPLAT_BACKEND="triton",
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

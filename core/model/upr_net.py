@@ -12,8 +12,7 @@ can be called for any number of time steps. With ``nr_lvl_skipped`` S > 0 (for 4
 estimated down to level S; level 0 then reuses that flow and interpolation, upsampled by 2^S, and only
 synthesizes; levels S-1 .. 1 are not visited.
 """
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -37,10 +36,16 @@ class LevelMotion:
     feats1: list
     flow: torch.Tensor
 
-    @cached_property
+    _full_flow: torch.Tensor = field(default=None, init=False, repr=False, compare=False)
+
+    @property
     def full_flow(self):
-        """The flow upsampled x4 to the level's full resolution (values unchanged): N x 4 x H x W."""
-        return F.interpolate(self.flow, scale_factor=4, mode="bilinear", align_corners=False)
+        """The flow upsampled x4 to the level's full resolution (values unchanged): N x 4 x H x W. Computed once
+        (a plain attribute cache: functools.cached_property takes a lock on Python 3.11, which torch.compile
+        cannot trace)."""
+        if self._full_flow is None:
+            self._full_flow = F.interpolate(self.flow, scale_factor=4, mode="bilinear", align_corners=False)
+        return self._full_flow
 
 
 def downsample_image(img, level):

@@ -14,67 +14,44 @@ A normaliser that is exactly 0 (no pixel landed there) is replaced by 1, so empt
 
 A flow of non-finite values (NaN, inf) splats nothing.
 
-Backends, chosen in one place (:func:`choose_backend`):
-    "torch"  pure PyTorch (embedding_bag; index_add on MPS), runs on CPU, CUDA and MPS, differentiable; the
-             reference the others are tested against.
-    "cupy"   a CUDA kernel (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable, differentiable.
-    "cpp"    a C++ kernel (``softsplat_cpu.py``) for CPU tensors, differentiable, compiled on first use; 6-13x
-             faster than the reference at 640x480.
-    "auto"   (default) cupy for CUDA tensors, cpp for CPU tensors, each when available; torch otherwise.
-Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=auto|torch|cupy|cpp``.
+Every splat runs as a PyTorch operator (``torch.ops.upr.splat_prepare`` / ``splat_apply``, and
+``torch.ops.upr.splat_sum``; :mod:`core.ops.library`) with one kernel per device; the variant within a device is
+picked in one place (:func:`core.ops.library.splat_kernel`):
+    "torch"   pure PyTorch (sorted embedding_bag; index_add on MPS), every device, deterministic; the reference
+              the others are tested against (the functions ``reference_*`` below).
+    "cpp"     a C++ kernel (``softsplat_cpu.py``) for CPU tensors, compiled on first use; 6-13x faster than the
+              reference at 640x480.
+    "triton"  Triton kernels (``softsplat_triton.py``) for CUDA tensors when triton is importable.
+    "cupy"    CUDA kernels (``softsplat_cupy.py``) for CUDA tensors when CuPy is importable (and triton is not).
+    "auto"    (default) cpp for CPU tensors, triton or else cupy for CUDA tensors, each when available; torch
+              otherwise, and torch for CUDA tensors under ``torch.use_deterministic_algorithms(True)`` (the
+              Triton and CuPy forwards add with atomics).
+Force one with :func:`set_backend` or the environment variable ``UPR_SPLAT_BACKEND=auto|torch|cpp|cupy|triton``; a
+forced backend that cannot serve a tensor raises RuntimeError.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 
 from . import export_friendly as _export
+from . import library
 
 _MODES = ("summation", "average", "linear", "softmax")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-_backend = os.environ.get("UPR_SPLAT_BACKEND", "auto")
-
-
-_BACKENDS = ("auto", "torch", "cupy", "cpp")
 
 
 def set_backend(name):
-    """Select the splatting backend: "auto", "torch", "cupy" or "cpp"."""
-    global _backend
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown splatting backend {name!r}; use one of {_BACKENDS}")
-    _backend = name
+    """Select the splatting backend: "auto", "torch", "cpp", "cupy" or "triton" (see :mod:`core.ops.library`)."""
+    library.set_backend(name)
 
 
 def get_backend():
-    return _backend
+    return library.get_backend()
 
 
 def choose_backend(tensor):
-    """The implementation ("torch", "cupy" or "cpp") that splats ``tensor`` under the selected backend; a forced
-    backend that cannot serve the tensor raises RuntimeError."""
-    if _backend == "torch":
-        return "torch"
-    if tensor.is_cuda:
-        from . import softsplat_cupy
-        if _backend in ("auto", "cupy") and softsplat_cupy.available():
-            return "cupy"
-        if _backend != "auto":
-            raise RuntimeError(f"splatting backend {_backend!r} was forced but cannot splat CUDA tensors"
-                               + (" (CuPy is not importable)" if _backend == "cupy" else ""))
-        return "torch"
-    if _backend == "cupy":
-        raise RuntimeError("splatting backend 'cupy' was forced but the tensor is not on a CUDA device")
-    if tensor.device.type != "cpu":
-        if _backend == "cpp":
-            raise RuntimeError(f"splatting backend 'cpp' was forced but the tensor is on {tensor.device.type}")
-        return "torch"
-    from . import softsplat_cpu
-    if softsplat_cpu.available():
-        return "cpp"
-    if _backend == "cpp":
-        raise RuntimeError("splatting backend 'cpp' was forced but the C++ kernel could not be built")
-    return "torch"
+    """The kernel ("torch", "cpp", "triton" or "cupy") that splats ``tensor`` under the selected backend and
+    determinism setting; a forced backend that cannot serve the tensor raises RuntimeError."""
+    return library.splat_kernel(tensor.device.type)
 
 
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -128,16 +105,11 @@ order."""
 class Splatting:
     """Bilinear forward splatting by one flow field, prepared once and applied to any number of inputs.
 
-    flow: N x 2 x H x W (pixels, x first). The 4 * N*H*W corner contributions are ordered by target pixel once,
-    corner by corner within a target and each corner's in source order (a deterministic summation order): for
-    large flows the source pixels are sorted by their top-left target (stable, N*H*W keys), which orders each
-    corner's contributions by target too, and the four runs are merged by counting; small flows sort all
-    corners (see :data:`MERGE_MIN_PIXELS`). Each input is then summed target by
-    target with ``F.embedding_bag`` (a weighted gather-sum, differentiable w.r.t. the input and the weights,
-    hence the flow). The "average" normaliser is computed once and cached. The result is channels_last if the
-    input is, contiguous otherwise.
-    On devices without embedding_bag support (MPS) each corner is added with ``index_add_`` instead. Inputs
-    served by the cupy or cpp backends (see :func:`choose_backend`) skip this preparation.
+    flow: N x 2 x H x W (pixels, x first). The flow-only work (``torch.ops.upr.splat_prepare``: corner cells and
+    weights for the C++ kernel, the corner contributions ordered by target for the reference) is done once per
+    kernel layout and cached; each input is then splatted by ``torch.ops.upr.splat_apply``, differentiable
+    w.r.t. the input and the flow. The "average" normaliser is computed once and cached. The result is
+    channels_last if the input is, contiguous otherwise.
     """
 
     def __init__(self, flow):
@@ -147,67 +119,14 @@ class Splatting:
             flow = flow.float()
         self.flow = flow
         self.shape = (flow.shape[0], flow.shape[2], flow.shape[3])
-        self._bags = None
-        self._cpu_cells = None
+        self._prepared = {}
         self._normalisers = {}
 
-    def _slots(self):
-        """(slots per image row, slots per image, all slots): the padded target grid of :func:`_cells_and_weights`
-        plus one slot that the bottom-right corner of the last image's last cell may reach."""
-        n, h, w = self.shape
-        return w + 1, (h + 2) * (w + 1), n * (h + 2) * (w + 1) + 1
-
-    def _prepare(self):
-        """(source pixel, bag offset per output pixel, weight) of the corner contributions in target order."""
-        if self._bags is None:
-            cell, weight = _cells_and_weights(self.flow)
-            n, h, w = self.shape
-            pixels, index_type = cell.shape[0], cell.dtype
-            row, _, slots = self._slots()
-            shifts = [dy * row + dx for dy, dx in CORNERS]
-            if pixels < MERGE_MIN_PIXELS:
-                position, per_slot = self._order_by_sorting(cell, shifts, slots)
-            else:
-                position, per_slot = self._order_by_merging(cell, shifts, slots)
-            segment_start = torch.cumsum(per_slot, 0) - per_slot
-            # one bag per image pixel; off-frame slots' contributions (all of weight 0) fall into the bag before
-            offsets = segment_start[:-1].view(n, h + 2, w + 1)[:, 1:h + 1, 1:].reshape(-1).to(index_type)
-            self._bags = ((position % pixels).to(index_type), offsets, weight.reshape(-1)[position])
-        return self._bags
-
-    @staticmethod
-    def _order_by_sorting(cell, shifts, slots):
-        """Stable argsort of all 4 * N*H*W corner slots (corner-major): fewer kernels, best for small maps.
-        Returns (position into the corner-major list, contributions per slot)."""
-        targets = torch.stack([cell + shift for shift in shifts]).view(-1)
-        return torch.argsort(targets, stable=True), torch.bincount(targets, minlength=slots)
-
-    @staticmethod
-    def _order_by_merging(cell, shifts, slots):
-        """The same order from a stable sort of the N*H*W cells alone: each corner's contributions then lie in
-        target order, and counting places corner k's run of every slot after those of corners 0 .. k-1."""
-        pixels = cell.shape[0]
-        order = torch.argsort(cell, stable=True)
-        sorted_cell = cell[order]
-        per_cell = torch.bincount(cell, minlength=slots)
-        rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
-        per_slot = torch.zeros_like(per_cell)           # corner k brings per_cell[slot - shift_k] to a slot
-        for shift in shifts:
-            per_slot[shift:] += per_cell[:slots - shift]
-        run_start = torch.cumsum(per_slot, 0) - per_slot
-        position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
-        for k, shift in enumerate(shifts):
-            position[run_start[sorted_cell + shift] + rank] = order + k * pixels
-            run_start[shift:] += per_cell[:slots - shift]  # the next corner's runs start after this one's
-        return position, per_slot
-
-    def _sum_bags(self, table, first, last):
-        """Splat sums of output pixels first .. last-1 of the flattened N*H*W output: (last-first) x C."""
-        source, offsets, weight = self._prepare()
-        start = int(offsets[first])
-        end = int(offsets[last]) if last < len(offsets) else len(source)
-        return F.embedding_bag(source[start:end], table, offsets[first:last] - start, mode="sum",
-                               per_sample_weights=weight[start:end].to(table.dtype))
+    def prepared(self, layout):
+        """The prepared tensors (index, offsets, weight) of this flow in ``layout`` (cached)."""
+        if layout not in self._prepared:
+            self._prepared[layout] = torch.ops.upr.splat_prepare(self.flow.detach(), layout)
+        return self._prepared[layout]
 
     def sum(self, input, weight=None, rows=None):
         """Summation splat of ``input`` (N x C x H x W), each source pixel optionally scaled by ``weight``
@@ -223,41 +142,8 @@ class Splatting:
             input = input.float()
         if weight is not None:
             input = input * weight
-        backend = choose_backend(input)
-        if backend == "cupy":
-            from . import softsplat_cupy
-            return softsplat_cupy.splat_sum(input, self.flow.to(input.dtype))[:, :, y0:y1]
-        if backend == "cpp":
-            from . import softsplat_cpu
-            if self._cpu_cells is None:
-                self._cpu_cells = softsplat_cpu.prepare(self.flow)
-            return softsplat_cpu.apply(input, self.flow, *self._cpu_cells, (y0, y1))
-        c = input.shape[1]
-        channels_last = input.is_contiguous(memory_format=torch.channels_last)
-        # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster
-        table = input.permute(0, 2, 3, 1).reshape(n * h * w, c).contiguous()
-        if input.device.type == "mps":
-            output = self._sum_by_corner(table).view(n, h, w, c)[:, y0:y1]
-        elif (y0, y1) == (0, h):
-            output = self._sum_bags(table, 0, n * h * w)
-        else:
-            output = torch.cat([self._sum_bags(table, b * h * w + y0 * w, b * h * w + y1 * w) for b in range(n)])
-        output = output.view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
-        return output if channels_last else output.contiguous()
-
-    def _sum_by_corner(self, table):
-        cell, corner_weight = _cells_and_weights(self.flow)
-        n, h, w = self.shape
-        row, image, _ = self._slots()
-        output = table.new_zeros(table.shape)
-        for k, (dy, dx) in enumerate(CORNERS):
-            slot = cell.long() + dy * row + dx
-            b, local = slot.div(image, rounding_mode="floor"), slot % image
-            y, x = local.div(row, rounding_mode="floor") - 1, local % row - 1
-            inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-            index = torch.where(inside, b * h * w + y * w + x, 0)
-            output.index_add_(0, index, table * corner_weight[k, :, None].to(table.dtype))
-        return output
+        layout = library.splat_layout(input.device.type)
+        return torch.ops.upr.splat_apply(input, self.flow, *self.prepared(layout), layout, y0, y1)
 
     def normaliser(self, weight=None, rows=None):
         """Splatted per-pixel weights (ones by default), N x 1 x H x W (or the given rows); exact zeros are
@@ -279,8 +165,19 @@ class Splatting:
 
 
 def splat_sum(input, flow):
-    """Summation splatting. input: N x C x H x W, flow: N x 2 x H x W (pixels, x first). Returns N x C x H x W."""
-    return Splatting(flow).sum(input)
+    """Summation splatting. input: N x C x H x W, flow: N x 2 x H x W (pixels, x first). Returns N x C x H x W
+    (``torch.ops.upr.splat_sum``; float16/bfloat16 are splatted in float32)."""
+    if _export.active():   # ONNX export: plain tensor ops (core.ops.export_friendly)
+        return _export.splatting_sum(flow, input, None, None)
+    if flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"splat: flow must be N x 2 x H x W, got {tuple(flow.shape)}")
+    if input.dim() != 4 or input.shape[0] != flow.shape[0] or input.shape[2:] != flow.shape[2:]:
+        raise ValueError(f"splat: input {tuple(input.shape)} and flow {tuple(flow.shape)} do not match")
+    if flow.dtype in _LOW_PRECISION:
+        flow = flow.float()
+    if input.dtype in _LOW_PRECISION:
+        input = input.float()
+    return torch.ops.upr.splat_sum(input, flow)
 
 
 def splat(input, flow, metric=None, mode="average"):
@@ -301,3 +198,179 @@ def splat(input, flow, metric=None, mode="average"):
         raise ValueError(f"splatting mode {mode!r} needs a metric")
     weight = metric if mode == "linear" else torch.exp(metric)
     return splatting.sum(input, weight) / splatting.normaliser(weight)
+
+
+# ------------------------------------------------------------------------------- the reference (pure PyTorch)
+# The "torch" kernels of core.ops.library's operators. They run below autograd (inside the operators), so the
+# gradients are written out: both are gathers per source pixel (deterministic on every device).
+
+def _slots(n, h, w):
+    """(slots per image row, slots per image, all slots): the padded target grid of :func:`_cells_and_weights`
+    plus one slot that the bottom-right corner of the last image's last cell may reach."""
+    return w + 1, (h + 2) * (w + 1), n * (h + 2) * (w + 1) + 1
+
+
+def _order_by_sorting(cell, shifts, slots):
+    """Stable argsort of all 4 * N*H*W corner slots (corner-major): fewer kernels, best for small maps.
+    Returns (position into the corner-major list, contributions per slot)."""
+    targets = torch.stack([cell + shift for shift in shifts]).view(-1)
+    return torch.argsort(targets, stable=True), torch.bincount(targets, minlength=slots)
+
+
+def _order_by_merging(cell, shifts, slots):
+    """The same order from a stable sort of the N*H*W cells alone: each corner's contributions then lie in
+    target order, and counting places corner k's run of every slot after those of corners 0 .. k-1."""
+    pixels = cell.shape[0]
+    order = torch.argsort(cell, stable=True)
+    sorted_cell = cell[order]
+    per_cell = torch.bincount(cell, minlength=slots)
+    rank = torch.arange(pixels, device=cell.device) - (torch.cumsum(per_cell, 0) - per_cell)[sorted_cell]
+    per_slot = torch.zeros_like(per_cell)           # corner k brings per_cell[slot - shift_k] to a slot
+    for shift in shifts:
+        per_slot[shift:] += per_cell[:slots - shift]
+    run_start = torch.cumsum(per_slot, 0) - per_slot
+    position = torch.empty(4 * pixels, dtype=torch.int64, device=cell.device)
+    for k, shift in enumerate(shifts):
+        position[run_start[sorted_cell + shift] + rank] = order + k * pixels
+        run_start[shift:] += per_cell[:slots - shift]  # the next corner's runs start after this one's
+    return position, per_slot
+
+
+def reference_prepare_bags(flow):
+    """The reference's preparation ("bags" layout): (source pixel, bag offset per output pixel, weight) of the
+    4 * N*H*W corner contributions in target order.
+
+    The contributions are ordered by target pixel, corner by corner within a target and each corner's in source
+    order (a deterministic summation order): for large flows the source pixels are sorted by their top-left
+    target (stable, N*H*W keys), which orders each corner's contributions by target too, and the four runs are
+    merged by counting; small flows sort all corners (see :data:`MERGE_MIN_PIXELS`)."""
+    cell, weight = _cells_and_weights(flow)
+    n, _, h, w = flow.shape
+    pixels, index_type = cell.shape[0], library.bag_index_dtype(n, h, w)
+    row, _, slots = _slots(n, h, w)
+    shifts = [dy * row + dx for dy, dx in CORNERS]
+    if pixels < MERGE_MIN_PIXELS:
+        position, per_slot = _order_by_sorting(cell, shifts, slots)
+    else:
+        position, per_slot = _order_by_merging(cell, shifts, slots)
+    segment_start = torch.cumsum(per_slot, 0) - per_slot
+    # one bag per image pixel; off-frame slots' contributions (all of weight 0) fall into the bag before
+    offsets = segment_start[:-1].view(n, h + 2, w + 1)[:, 1:h + 1, 1:].reshape(-1).to(index_type)
+    return (position % pixels).to(index_type), offsets, weight.reshape(-1)[position]
+
+
+def reference_apply_bags(input, source, offsets, weight, y0, y1):
+    """Splat of ``input`` (N x C x H x W) by prepared bags: output rows y0 .. y1-1, each output pixel the
+    ``F.embedding_bag`` sum of its contributions (a weighted gather-sum)."""
+    n, c, h, w = input.shape
+    # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster
+    table = input.permute(0, 2, 3, 1).reshape(n * h * w, c).contiguous()
+    weight = weight.to(table.dtype)
+
+    def bags(first, last):
+        start = int(offsets[first])
+        end = int(offsets[last]) if last < len(offsets) else len(source)
+        return F.embedding_bag(source[start:end], table, offsets[first:last] - start, mode="sum",
+                               per_sample_weights=weight[start:end])
+
+    if (y0, y1) == (0, h):
+        output = bags(0, n * h * w)
+    else:
+        output = torch.cat([bags(b * h * w + y0 * w, b * h * w + y1 * w) for b in range(n)])
+    return output.view(n, y1 - y0, w, c).permute(0, 3, 1, 2)
+
+
+def reference_direct_sum(input, flow):
+    """The reference without a kept preparation: each corner added with ``index_add_`` where embedding_bag is
+    missing (MPS), prepare-and-apply otherwise."""
+    if input.device.type in ("cpu", "cuda"):
+        return reference_apply_bags(input, *reference_prepare_bags(flow), 0, input.shape[2])
+    return reference_sum_by_corner(input, flow)
+
+
+def reference_sum_by_corner(input, flow):
+    """The splat adding each corner's contributions with ``index_add_`` (for devices without embedding_bag)."""
+    n, c, h, w = input.shape
+    table = input.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    cell, corner_weight = _cells_and_weights(flow)
+    row, image, _ = _slots(n, h, w)
+    output = table.new_zeros(table.shape)
+    for k, (dy, dx) in enumerate(CORNERS):
+        slot = cell.long() + dy * row + dx
+        b, local = slot.div(image, rounding_mode="floor"), slot % image
+        y, x = local.div(row, rounding_mode="floor") - 1, local % row - 1
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        index = torch.where(inside, b * h * w + y * w + x, 0)
+        output.index_add_(0, index, table * corner_weight[k, :, None].to(table.dtype))
+    return output.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _bilinear(flow):
+    """Per source pixel: top-left target (x0, y0) as int64 (clamped to the grid around the frame) and the
+    per-axis weights ((left, right), (top, bottom)), zero for a neighbour off the frame (the arithmetic of
+    :func:`_cells_and_weights`)."""
+    n, _, h, w = flow.shape
+    grid_x = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    grid_y = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    off = flow.new_tensor(-2.0)
+    target_x = grid_x + flow[:, 0]
+    target_y = grid_y + flow[:, 1]
+    target_x = torch.where(torch.isfinite(target_x), target_x, off)
+    target_y = torch.where(torch.isfinite(target_y), target_y, off)
+    x0 = torch.floor(target_x)
+    y0 = torch.floor(target_y)
+    frac_x = target_x - x0
+    frac_y = target_y - y0
+    x0 = x0.clamp(-2, w + 1)
+    y0 = y0.clamp(-2, h + 1)
+    mask_x = ((x0 >= 0) & (x0 < w), (x0 >= -1) & (x0 < w - 1))
+    mask_y = ((y0 >= 0) & (y0 < h), (y0 >= -1) & (y0 < h - 1))
+    weight_x = ((1 - frac_x) * mask_x[0], frac_x * mask_x[1])
+    weight_y = ((1 - frac_y) * mask_y[0], frac_y * mask_y[1])
+    return x0.long(), y0.long(), mask_x, mask_y, weight_x, weight_y
+
+
+def _gathered_corners(grad_output, flow, y0):
+    """For every corner (in :data:`CORNERS` order): the output gradient at its target (N*H*W x C, zero for a
+    target off the frame or outside output rows y0 .. y0+rows-1), plus the bilinear terms of :func:`_bilinear`."""
+    n, c, rows, w = grad_output.shape
+    h = flow.shape[2]
+    x0, top, mask_x, mask_y, weight_x, weight_y = _bilinear(flow)
+    table = torch.cat([grad_output.permute(0, 2, 3, 1).reshape(n * rows * w, c), grad_output.new_zeros(1, c)])
+    image = (torch.arange(n, device=flow.device) * (rows * w)).view(n, 1, 1)
+    gathered = []
+    for dy, dx in CORNERS:
+        tx, ty = x0 + dx, top + dy
+        inside = (tx >= 0) & (tx < w) & (ty >= y0) & (ty < y0 + rows)
+        index = torch.where(inside, image + (ty - y0) * w + tx, n * rows * w)
+        gathered.append(table[index.reshape(-1)])
+    return gathered, mask_x, mask_y, weight_x, weight_y
+
+
+def reference_backward_input(grad_output, flow, y0):
+    """Gradient of the splat w.r.t. its input from the gradient of output rows y0 .. y0+rows-1: every source
+    pixel gathers its corners' output gradients, weighted (N x C x H x W, channels-last memory)."""
+    n, c, _, w = grad_output.shape
+    h = flow.shape[2]
+    gathered, _, _, weight_x, weight_y = _gathered_corners(grad_output, flow, y0)
+    grad = None
+    for (dy, dx), values in zip(CORNERS, gathered):
+        term = values * (weight_x[dx] * weight_y[dy]).reshape(-1, 1).to(values.dtype)
+        grad = term if grad is None else grad + term
+    return grad.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def reference_backward_flow(grad_output, input, flow, y0):
+    """Gradient of the splat w.r.t. the flow (floor(X), floor(Y) held constant): per source pixel, the
+    derivative of each corner weight times the dot product of the input and the output gradient there."""
+    n, c, h, w = input.shape
+    gathered, mask_x, mask_y, weight_x, weight_y = _gathered_corners(grad_output.to(input.dtype), flow, y0)
+    source = input.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    slope_x = (-mask_x[0].to(flow.dtype), mask_x[1].to(flow.dtype))
+    slope_y = (-mask_y[0].to(flow.dtype), mask_y[1].to(flow.dtype))
+    grad_x = grad_y = 0
+    for (dy, dx), values in zip(CORNERS, gathered):
+        dot = (source * values).sum(1).view(n, h, w).to(flow.dtype)
+        grad_x = grad_x + slope_x[dx] * weight_y[dy] * dot
+        grad_y = grad_y + weight_x[dx] * slope_y[dy] * dot
+    return torch.stack([grad_x, grad_y], 1)

@@ -7,7 +7,8 @@ derivative with the floor held constant), each output element owned by one threa
 
 The extension is compiled with ``torch.utils.cpp_extension`` on first use (20-60 s; needs a C++ compiler and ninja)
 and cached by PyTorch (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). If it cannot be built,
-:func:`available` is False, a warning says why, and splatting stays on the reference.
+:func:`available` is False, a warning says why, and splatting stays on the reference. The functions here are
+the CPU kernels of the ``torch.ops.upr`` splatting operators (:mod:`core.ops.library`), which add autograd.
 """
 import functools
 import logging
@@ -53,30 +54,19 @@ def prepare(flow):
     return _extension().prepare(flow)
 
 
-class _SplatSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, flow, cell, weight, y0, y1):
-        ctx.save_for_backward(input, flow, cell, weight)
-        ctx.y0 = y0
-        return _extension().apply(input, cell, weight, y0, y1)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, flow, cell, weight = ctx.saved_tensors
-        grad_input = grad_flow = None
-        if ctx.needs_input_grad[0]:
-            grad_input = _extension().backward_input(grad_output, cell, weight, input.shape[2], ctx.y0)
-        if ctx.needs_input_grad[1]:
-            grad_flow = _extension().backward_flow(input, flow.to(input.dtype), grad_output.to(input.dtype),
-                                                   ctx.y0).to(flow.dtype)
-        return grad_input, grad_flow, None, None, None, None
+def apply_prepared(input, cell, weight, y0, y1):
+    """Summation splat of CPU ``input`` N x C x H x W by prepared cells and weights (:func:`prepare`, weights in
+    the input's dtype): output rows y0 .. y1-1, N x C x (y1-y0) x W in the input's memory format. No autograd:
+    ``torch.ops.upr.splat_apply`` (:mod:`core.ops.library`) registers the gradients below as its backward."""
+    return _extension().apply(input, cell, weight, y0, y1)
 
 
-def apply(input, flow, cell, weight, rows):
-    """Summation splat of CPU ``input`` N x C x H x W by ``flow`` N x 2 x H x W (pixels) whose cells and weights
-    are prepared (:func:`prepare`); output rows rows[0] .. rows[1]-1, N x C x rows x W, in the input's memory
-    format. Differentiable w.r.t. the input and the flow."""
-    weight = weight.to(input.dtype)
-    if torch.is_grad_enabled() and (input.requires_grad or flow.requires_grad):
-        return _SplatSum.apply(input, flow, cell, weight, *rows)
-    return _extension().apply(input, cell, weight, *rows)
+def backward_input(grad_output, cell, weight, height, y0):
+    """Gradient of :func:`apply_prepared` w.r.t. its input (``height`` rows) from that of output rows y0 ..;
+    channels-last memory."""
+    return _extension().backward_input(grad_output, cell, weight, height, y0)
+
+
+def backward_flow(input, flow, grad_output, y0):
+    """Gradient of :func:`apply_prepared` w.r.t. the flow (all three in one dtype), the floor held constant."""
+    return _extension().backward_flow(input, flow, grad_output, y0)
