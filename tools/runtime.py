@@ -15,6 +15,8 @@
   The timed call pads 640x480 to 640x512 (the Interpolator pads to a multiple of 64): base does 197 GFLOP
   there; the bare forward at 640x480 (the paper's setting) is also counted and reported, 185 GFLOP for base.
 * RIFE v4 (with --rife_dir): its latency on the same device, frames and precision, for comparison.
+* compiled (with --compile): the latency again with ``torch.compile`` (Inductor, fullgraph) applied to the
+  model's ``estimate_motion`` and ``synthesize``, the first call's compile time, and compiled / eager.
 * peak memory at 640x480, 1920x1080 and 3840x2160, each in a fresh process (pyramid chosen by resolution:
   L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (VmHWM on Linux, Python and torch included; the RSS
   before the forward is reported as the baseline) and, on CUDA, torch.cuda.max_memory_allocated. On the CPU
@@ -80,6 +82,8 @@ def build_parser():
     parser.add_argument("--memory_resolutions", nargs="+", type=resolution,
                         default=[resolution(r) for r in MEMORY_RESOLUTIONS],
                         help="frame sizes for peak memory (default: 640x480 1920x1080 3840x2160)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the model compiled with torch.compile (Inductor) vs eager")
     parser.add_argument("--rife_dir", default=None,
                         help="also time RIFE v4 (folder holding its ifnet.py and flownet.pkl) on the same device, "
                              "frames and precision")
@@ -220,6 +224,26 @@ def measure_speed(interpolator, args, rate):
         result.update({"x8_reuse_fps": len(X8_TIMES) / reuse, "x8_independent_fps": len(X8_TIMES) / independent,
                        "x8_speedup": independent / reuse, "x8_flop_ratio": len(X8_TIMES) * flops / x8_flops})
     return result
+
+
+def measure_compiled(interpolator, args, eager_latency):
+    """Latency with ``torch.compile(fullgraph=True)`` applied to the model's estimate_motion and synthesize (what
+    the Interpolator calls), median of --repeats after the compiling call and --warmup; the model is restored."""
+    device = interpolator.device
+    model = interpolator.model
+    img0, img1 = random_frames(*args.resolution, device)
+    one_frame = lambda: interpolator.interpolate_tensors(img0, img1, [0.5])
+    torch._dynamo.reset()
+    model.estimate_motion = torch.compile(model.estimate_motion, fullgraph=True)
+    model.synthesize = torch.compile(model.synthesize, fullgraph=True)
+    try:
+        compile_seconds = timed(one_frame, device)
+        latency = median_time(one_frame, device, args.repeats, args.warmup)
+    finally:
+        del model.estimate_motion, model.synthesize
+        torch._dynamo.reset()
+    return {"compiled_latency_ms": latency * 1e3, "compile_seconds": compile_seconds,
+            "compiled_speedup": eager_latency / latency}
 
 
 def measure_rife(folder, device, args):
@@ -374,6 +398,11 @@ def run(argv=None):
               + (f", x8 {entry['x8_reuse_fps']:.2f} frames/s reusing motion vs {entry['x8_independent_fps']:.2f} "
                  f"independent ({entry['x8_speedup']:.2f}x; {entry['x8_flop_ratio']:.2f}x fewer conv FLOPs)"
                  if "x8_speedup" in entry else ""))
+        if args.compile:
+            entry.update(measure_compiled(interpolator, args, entry["latency_ms"] / 1e3))
+            print(f"{size}: compiled (torch.compile, Inductor) latency {entry['compiled_latency_ms']:.1f} ms vs "
+                  f"eager {entry['latency_ms']:.1f} ms ({entry['compiled_speedup']:.2f}x), first call "
+                  f"{entry['compile_seconds']:.1f} s (compiling)")
         del interpolator, model
     if args.rife_dir:
         result["rife"] = measure_rife(args.rife_dir, device, args)
