@@ -1,7 +1,8 @@
 """Checkpoint I/O: official UPR-Net state dicts, safetensors, and atomic saving.
 
 Official checkpoints (``upr-base.pkl``, ``upr-large.pkl``, ``upr-llarge.pkl``) are plain state dicts saved from
-DDP, so their keys carry a ``module.`` prefix; they load unchanged. Nothing is ever unpickled beyond tensors:
+DDP, so their keys carry a ``module.`` prefix; they load unchanged. Put in ``checkpoints/`` under the names of the
+original README (or their own), they are found by model size alone (:func:`default_model_file`). Nothing is ever unpickled beyond tensors:
 ``.pkl``/``.pth``/``.pt`` files go through ``torch.load(..., weights_only=True)``.
 """
 import os
@@ -14,6 +15,18 @@ import torch
 from .options import MODEL_SIZES
 
 _SIZE_PROBE_KEY = "feat_pyramid.conv_stage0.0.weight"
+
+CHECKPOINTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+"""The repository's ``checkpoints/`` folder: where the shipped weights live and official ones are looked for."""
+
+DEFAULT_CHECKPOINT_NAMES = {
+    "base": ("upr.pkl", "upr-base.pkl"),
+    "large": ("upr_large.pkl", "upr-large.pkl"),
+    "LARGE": ("upr_llarge.pkl", "upr-llarge.pkl"),
+}
+"""File names in :data:`CHECKPOINTS_DIR` tried in order for each model size when no file is given: the names the
+original README uses, then the official release's names. ``upr-base.pkl`` is also the shipped checkpoint (trained
+here), so for base an official ``upr.pkl`` placed beside it takes precedence."""
 
 
 class CheckpointError(ValueError):
@@ -48,6 +61,28 @@ def read_state_dict(path):
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def default_model_file(model_size="base"):
+    """The weights to load for ``model_size`` when no file is given: the first of
+    :data:`DEFAULT_CHECKPOINT_NAMES` [model_size] that exists in :data:`CHECKPOINTS_DIR`.
+
+    Raises :class:`CheckpointError` (one line: where to put the file) when none exists.
+    """
+    names = DEFAULT_CHECKPOINT_NAMES.get(model_size)
+    if names is None:
+        raise CheckpointError(f"unknown model size {model_size!r}; expected one of "
+                              f"{', '.join(DEFAULT_CHECKPOINT_NAMES)}")
+    for name in names:
+        path = os.path.join(CHECKPOINTS_DIR, name)
+        if os.path.isfile(path):
+            return path
+    where = " or ".join(os.path.join(CHECKPOINTS_DIR, name) for name in names)
+    if model_size == "base":
+        raise CheckpointError(f"no base weights: the shipped checkpoint is missing; put the official weights at "
+                              f"{where}, or pass the file (--model_file)")
+    raise CheckpointError(f"no checkpoint ships for model size {model_size!r}: put the official weights at "
+                          f"{where}, or pass the file (--model_file)")
 
 
 def strip_prefix(state_dict, prefix="module."):

@@ -21,6 +21,8 @@ errors too. argparse's own usage errors exit with 2 as well.
 Model options shared by every tool that interpolates: :func:`add_model_arguments` adds ``--model_size``,
 ``--model_file``, ``--device`` (and ``--pyr_level`` / ``--nr_lvl_skipped``) and :func:`interpolator_from_args`
 builds the :class:`core.Interpolator` from them; new Interpolator options belong in those two functions.
+Without --model_file the weights are found by --model_size (:func:`model_file_from_args`), and the file loaded
+is printed as one line on stderr.
 """
 import functools
 import os
@@ -107,7 +109,9 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
         group.add_argument("--model_size", default="base", choices=list(MODEL_SIZES),
                            help="model size the checkpoint was trained as (default: base)")
     group.add_argument("--model_file", default=None,
-                       help="checkpoint (.pkl/.pth/.safetensors; default: the shipped checkpoints/upr-base.pkl)")
+                       help="checkpoint (.pkl/.pth/.safetensors; default by --model_size from checkpoints/: base "
+                            "upr.pkl if present, else the shipped upr-base.pkl; large upr_large.pkl or "
+                            "upr-large.pkl; LARGE upr_llarge.pkl or upr-llarge.pkl)")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
     group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -163,16 +167,33 @@ def select_device(name):
         raise UsageError(f"--device {name}: {error}") from None
 
 
+def model_file_from_args(args):
+    """The checkpoint ``args`` name: --model_file, or by --model_size the default of
+    :func:`core.checkpoint.default_model_file` (base: an official ``checkpoints/upr.pkl`` if present, else the
+    shipped ``checkpoints/upr-base.pkl``; large / LARGE: ``checkpoints/upr_large.pkl`` / ``upr-large.pkl`` and
+    ``upr_llarge.pkl`` / ``upr-llarge.pkl``). An absolute path; a missing default is a CheckpointError saying
+    where to put the file."""
+    from .checkpoint import default_model_file
+
+    if getattr(args, "model_file", None):
+        return os.path.abspath(args.model_file)
+    return default_model_file(getattr(args, "model_size", "base"))
+
+
+def report_loaded(model_size, path):
+    """The one line on stderr that every tool prints after loading weights."""
+    print(f"loaded {model_size} weights from {path}", file=sys.stderr, flush=True)
+
+
 def interpolator_from_args(args):
-    """Build the :class:`core.Interpolator` described by ``args`` (see :func:`add_model_arguments`)."""
-    from .checkpoint import CheckpointError
+    """Build the :class:`core.Interpolator` described by ``args`` (see :func:`add_model_arguments`); prints the
+    loaded file on stderr."""
     from .interpolator import Interpolator
 
     options = interpolator_options(args)
     device = select_device(args.device)
-    try:
-        return Interpolator.from_checkpoint(args.model_file, args.model_size, device, **options)
-    except CheckpointError as error:
-        if args.model_file is None:
-            raise CheckpointError(f"{error} (the shipped base checkpoint is missing: pass --model_file)") from None
-        raise
+    model_size = getattr(args, "model_size", "base")
+    model_file = model_file_from_args(args)
+    interpolator = Interpolator.from_checkpoint(model_file, model_size, device, **options)
+    report_loaded(model_size, model_file)
+    return interpolator

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_weights
+from .checkpoint import CheckpointError, default_model_file, load_weights
 from .device import keep_freed_memory, resolve_device
 from .frames import FrameError, to_float, to_rgb
 from .model import UPRNet
@@ -150,12 +150,13 @@ class Interpolator:
 
     @classmethod
     def from_checkpoint(cls, model_file=None, model_size="base", device="auto", **kwargs):
-        """Build a model of ``model_size`` and load ``model_file`` (default: the shipped base checkpoint)."""
+        """Build a model of ``model_size`` and load ``model_file`` (default: found by size in checkpoints/, see
+        :func:`core.checkpoint.default_model_file`: for base an official upr.pkl, else the shipped checkpoint)."""
         if model_file is None:
-            if model_size != "base":
-                raise InputError(f"no checkpoint ships for model size {model_size!r}; pass a model file "
-                                 f"(e.g. the official upr-large.pkl / upr-llarge.pkl)")
-            model_file = SHIPPED_CHECKPOINT
+            try:
+                model_file = default_model_file(model_size)
+            except CheckpointError as error:
+                raise InputError(str(error)) from None
         model = load_weights(UPRNet(model_size), model_file)
         return cls(model, device, **kwargs)
 

@@ -20,7 +20,7 @@ import os
 import cv2
 import numpy as np
 
-from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args
+from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args, model_file_from_args
 from core.flow_viz import flow_to_color
 from core.frames import image_to_tensor, read_image, write_image
 from core.metrics import psnr
@@ -149,7 +149,7 @@ def main(argv=None):
 
     height, width = frame0.shape[:2]
     pyr_level, skipped = interpolator.pyramid_for(height, width)
-    checkpoint = args.model_file or "checkpoints/upr-base.pkl (shipped)"
+    checkpoint = args.model_file or os.path.relpath(model_file_from_args(args))
     print(f"UPR-Net {args.model_size} from {checkpoint} on {interpolator.device}; {width}x{height}, "
           f"{frame0.dtype.itemsize * 8}-bit, pyramid levels {pyr_level} (skipped {skipped})")
 

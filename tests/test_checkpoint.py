@@ -1,8 +1,12 @@
-"""Loading and saving weights: official layout, safetensors, clear errors for wrong or corrupt files."""
+"""Loading and saving weights: official layout, safetensors, clear errors for wrong or corrupt files, official
+weights found by model size in checkpoints/."""
+import os
+
 import pytest
 import torch
 
 import core
+import core.interpolator
 from core.checkpoint import CheckpointError, guess_model_size, read_state_dict, save_weights
 
 
@@ -116,3 +120,81 @@ def test_average_weights_tool(tmp_path, capsys):
     assert tool.main([str(tmp_path / "a.pkl"), str(tmp_path / "missing.pkl"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "at least two checkpoints" in err and "checkpoint not found" in err
+
+
+# ------------------------------------------------------------------------------- official weights by name
+
+
+@pytest.fixture
+def checkpoints_dir(tmp_path, monkeypatch):
+    """An empty checkpoints/ folder in place of the repository's."""
+    import core.checkpoint
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setattr(core.checkpoint, "CHECKPOINTS_DIR", str(folder))
+    return folder
+
+
+def test_default_model_file_lookup_order(checkpoints_dir):
+    """base: an official upr.pkl, else the shipped upr-base.pkl; large: upr_large.pkl, else upr-large.pkl; LARGE:
+    upr_llarge.pkl, else upr-llarge.pkl; none of them: a one-line error telling where to put the file."""
+    from core.checkpoint import default_model_file
+    for size, names in (("base", ["upr.pkl", "upr-base.pkl"]), ("large", ["upr_large.pkl", "upr-large.pkl"]),
+                        ("LARGE", ["upr_llarge.pkl", "upr-llarge.pkl"])):
+        paths = [str(checkpoints_dir / name) for name in names]
+        with pytest.raises(CheckpointError) as missing:
+            default_model_file(size)
+        assert f"put the official weights at {paths[0]} or {paths[1]}, or pass the file (--model_file)" \
+               in str(missing.value) and "\n" not in str(missing.value)
+        (checkpoints_dir / names[1]).write_bytes(b"")
+        assert default_model_file(size) == paths[1]
+        (checkpoints_dir / names[0]).write_bytes(b"")
+        assert default_model_file(size) == paths[0]
+    with pytest.raises(CheckpointError, match="unknown model size 'huge'"):
+        default_model_file("huge")
+
+
+def test_shipped_checkpoint_is_the_base_default():
+    from core.checkpoint import CHECKPOINTS_DIR, default_model_file
+    if os.path.exists(os.path.join(CHECKPOINTS_DIR, "upr.pkl")):
+        pytest.skip("an official checkpoints/upr.pkl is present and takes precedence")
+    assert default_model_file("base") == os.path.join(CHECKPOINTS_DIR, "upr-base.pkl")
+    assert default_model_file() == core.interpolator.SHIPPED_CHECKPOINT
+
+
+def _official_file(path, size, seed):
+    torch.manual_seed(seed)
+    model = core.build_model(size)
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, path)    # as the official files
+    return model
+
+
+@pytest.mark.parametrize("size, name", [("large", "upr_large.pkl"), ("LARGE", "upr-llarge.pkl"), ("base", "upr.pkl")])
+def test_tools_find_official_weights_by_model_size_and_say_which(checkpoints_dir, capsys, size, name):
+    """--model_size alone loads the official file placed in checkpoints/, and the tool prints it on stderr; the
+    Python API (Interpolator.from_checkpoint) finds the same file."""
+    import argparse
+    from core.cli import add_model_arguments, interpolator_from_args
+    expected = _official_file(checkpoints_dir / name, size, seed=3)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    interpolator = interpolator_from_args(parser.parse_args(["--model_size", size, "--device", "cpu"]))
+    assert _params_equal(interpolator.model, expected)
+    assert capsys.readouterr().err == f"loaded {size} weights from {checkpoints_dir / name}\n"
+    assert _params_equal(core.Interpolator.from_checkpoint(model_size=size, device="cpu").model, expected)
+
+
+def test_missing_official_weights_are_a_one_line_tool_error(checkpoints_dir, tmp_path, capsys):
+    from demo import interp_imgs
+    frame = tmp_path / "frame.png"
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(frame), np.zeros((32, 32, 3), np.uint8))
+    code = interp_imgs.main(["--frame0", str(frame), "--frame1", str(frame), "--model_size", "LARGE",
+                             "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: no checkpoint ships for model size 'LARGE': put the official weights at "
+                                 f"{checkpoints_dir / 'upr_llarge.pkl'} or {checkpoints_dir / 'upr-llarge.pkl'}, "
+                                 f"or pass the file (--model_file)\n")
+    with pytest.raises(core.InputError, match="no checkpoint ships for model size 'large'"):
+        core.Interpolator.from_checkpoint(model_size="large")

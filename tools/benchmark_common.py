@@ -16,10 +16,10 @@ import torch
 
 import core
 from core.baselines import METHODS, build_baseline
-from core.cli import UsageError, add_model_arguments, interpolator_from_args, interpolator_options, run_cli, \
-    select_device
+from core.cli import UsageError, add_model_arguments, interpolator_from_args, interpolator_options, \
+    model_file_from_args, run_cli, select_device
 from core.evaluation import evaluate
-from core.interpolator import SHIPPED_CHECKPOINT, pad_multiple
+from core.interpolator import pad_multiple
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class BenchmarkSpec:
     list_samples: Callable
     pyr_level: int
     nr_lvl_skipped: int = 0
-    data_flags: tuple = ("--data_root",)
+    data_flags: tuple = ("--data_root", "--test_data_path")
+    """The data folder's flags (the first one is shown in the help); both spellings of the original scripts."""
     overall_name: Optional[str] = None
     subsets: Optional[tuple] = None
     """Selectable subsets (adds ``--subsets``), passed to ``list_samples`` as ``subsets=``."""
@@ -80,10 +81,6 @@ def check_pyramid(pyr_level, nr_lvl_skipped):
                          f"--pyr_level {pyr_level}")
 
 
-def model_file_or_shipped(args):
-    return os.path.abspath(args.model_file) if args.model_file else SHIPPED_CHECKPOINT
-
-
 def build_interpolator(args):
     """Interpolator.from_checkpoint with the pyramid fixed to --pyr_level / --nr_lvl_skipped."""
     check_pyramid(args.pyr_level, args.nr_lvl_skipped)
@@ -126,7 +123,7 @@ def run(spec, argv=None):
         print(f"note: {note}")
     if args.method == "upr":
         interpolator = build_interpolator(args)
-        model_file = model_file_or_shipped(args)
+        model_file = model_file_from_args(args)
         described = (f"model: {args.model_size} from {model_file}; pyramid L={args.pyr_level}, skipped "
                      f"{args.nr_lvl_skipped}, padded with 0.5 to a multiple of {pad_multiple(args.pyr_level)}")
     else:
