@@ -151,3 +151,41 @@ def test_calibrate_feature_scale_gives_unit_feature_convolutions():
     for hook in hooks:
         hook.remove()
     assert len(stds) == 12 and stds == pytest.approx([1.0] * 12, rel=1e-3)
+
+
+@pytest.mark.parametrize("shape, pyr_level, skipped, multiple", [((270, 480), 7, 2, 256), ((72, 64), 3, 0, 16),
+                                                                 ((64, 100), 2, 0, 8)])
+def test_frame_size_off_the_pyramid_multiple_is_a_clear_error(shape, pyr_level, skipped, multiple):
+    """The bare model needs H and W multiples of 2^(L+1); before, 270x480 at L=7 failed deep inside splatting."""
+    model = core.build_model("base")
+    x = torch.rand(1, 3, *shape)
+    message = (rf"pyr_level={pyr_level} needs frame height and width that are multiples of 2\^\(pyr_level \+ 1\) = "
+               rf"{multiple}, got {shape[0]}x{shape[1]} \(H x W\); pad .* or use core.Interpolator, which pads")
+    with pytest.raises(ValueError, match=message):
+        model(x, x, 0.5, pyr_level=pyr_level, nr_lvl_skipped=skipped)
+    with pytest.raises(ValueError, match=message):
+        model.estimate_motion(x, x, pyr_level, skipped)
+    with pytest.raises(ValueError, match=r"two N x 3 x H x W frames of one shape, got \(1, 3, 64, 64\) and "
+                                         r"\(1, 3, 64, 128\)"):
+        model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 128), 0.5, pyr_level=2)
+
+
+def test_prepare_for_inference_runs_channels_last_and_matches_the_golden_cases(golden, monkeypatch):
+    """prepare_for_inference(): eval, channels_last weights, inputs converted on entry, malloc set-up for small
+    frames; the outputs stay within the golden tolerances."""
+    import core.device
+    kept = []
+    monkeypatch.setattr(core.device, "keep_freed_memory", lambda: kept.append(True))
+    model = core.load_weights(core.build_model("base"), golden["state_dict"]).train()
+    assert model.prepare_for_inference() is model and not model.training
+    weight = model.synthesis_network.pred.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    layouts = []
+    hook = model.feat_pyramid.register_forward_pre_hook(
+        lambda _module, inputs: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.no_grad():
+        for case in golden["cases"]:
+            _check_case(case, model(case["img0"], case["img1"], case["time_period"], pyr_level=case["pyr_level"],
+                                    nr_lvl_skipped=case["nr_lvl_skipped"]))
+    hook.remove()
+    assert layouts and all(layouts) and len(kept) == len(golden["cases"])

@@ -65,6 +65,21 @@ def as_time_tensor(time_period, like):
     return float(time_period)
 
 
+def check_frame_sizes(img0, img1, pyr_level):
+    """A ValueError unless img0 and img1 are N x C x H x W of one shape with H and W multiples of 2^(pyr_level + 1)
+    (the coarsest level is downsampled 2^(pyr_level - 1) times and its features another 4 times)."""
+    if img0.dim() != 4 or img0.shape != img1.shape:
+        raise ValueError(f"UPR-Net needs two N x 3 x H x W frames of one shape, got {tuple(img0.shape)} and "
+                         f"{tuple(img1.shape)}")
+    height, width = img0.shape[-2:]
+    multiple = 2 ** (pyr_level + 1)
+    if height % multiple or width % multiple:
+        raise ValueError(f"UPR-Net with pyr_level={pyr_level} needs frame height and width that are multiples of "
+                         f"2^(pyr_level + 1) = {multiple}, got {height}x{width} (H x W); pad the frames (e.g. "
+                         f"core.interpolator.pad_to_multiple) or use core.Interpolator, which pads any size and "
+                         f"crops back")
+
+
 def initialize_weights(model):
     """Variance-preserving (He) initialisation for training from scratch.
 
@@ -115,7 +130,27 @@ class UPRNet(nn.Module):
         self.motion_estimator = MotionEstimator(4 * options.feature_channels, options.motion_channels,
                                                 options.max_displacement)
         self.synthesis_network = SynthesisNetwork(options.feature_channels, options.synthesis_channels)
+        self.keep_freed_memory = False
         initialize_weights(self)
+
+    def prepare_for_inference(self):
+        """Eval mode and, for CPU weights, the fast CPU set-up of :class:`core.Interpolator`: channels_last weights
+        (inputs are then converted on entry, see :meth:`estimate_motion`) and, for frames up to 720p, malloc
+        keeping freed memory (:func:`core.device.keep_freed_memory`). A direct call then runs as fast as through the
+        Interpolator (about 1.6x faster than the default layout at 640x480 on two cores); results agree with the
+        default layout to float rounding. Returns the model::
+
+            model = core.load_weights(core.build_model("base"), "upr-base.pkl").prepare_for_inference()
+        """
+        self.eval()
+        if next(self.parameters()).device.type == "cpu":
+            self.to(memory_format=torch.channels_last)
+            self.keep_freed_memory = True
+        return self
+
+    def _weights_channels_last(self):
+        weight = self.feat_pyramid.conv_stage0[0].weight
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def _levels(self, pyr_level, nr_lvl_skipped):
         pyr_level = self.pyr_level if pyr_level is None else pyr_level
@@ -128,10 +163,20 @@ class UPRNet(nn.Module):
     def estimate_motion(self, img0, img1, pyr_level=None, nr_lvl_skipped=None):
         """Run feature extraction and motion estimation over the pyramid.
 
-        img0, img1: N x 3 x H x W in [0, 1], H and W divisible by 2^(pyr_level + 1).
+        img0, img1: N x 3 x H x W in [0, 1], H and W divisible by 2^(pyr_level + 1) (else a ValueError; the
+        Interpolator pads any size). On the CPU, inputs are converted to channels_last when the weights are.
         Returns a list of :class:`LevelMotion`, coarse to fine, one per level to synthesize.
         """
         pyr_level, nr_lvl_skipped = self._levels(pyr_level, nr_lvl_skipped)
+        check_frame_sizes(img0, img1, pyr_level)
+        if img0.device.type == "cpu" and self._weights_channels_last():
+            # the weights were put in channels_last (prepare_for_inference, or by hand): run in that layout
+            img0, img1 = (img.contiguous(memory_format=torch.channels_last) for img in (img0, img1))
+            if self.keep_freed_memory:
+                from ..device import keep_freed_memory
+                from ..interpolator import KEEP_MEMORY_PIXELS
+                if img0.shape[-2] * img0.shape[-1] <= KEEP_MEMORY_PIXELS:
+                    keep_freed_memory()
         levels = []
         flow = hidden = None
         for level in range(pyr_level - 1, nr_lvl_skipped - 1, -1):
