@@ -1,15 +1,18 @@
-"""The training tool end to end on a tiny Vimeo90K-layout fixture: 2-process Gloo DDP through torchrun, exact
-resume (staged with --stop_at_step and after a real SIGINT), fine-tuning from --model_file, config errors,
-and that training on a fixed batch lowers the loss.
+"""The training tool end to end on a tiny Vimeo90K-layout fixture: 2-process Gloo DDP through torchrun and through
+the original README's torch.distributed.launch command, two "nodes" (torchrun --nnodes 2, c10d rendezvous on
+localhost) with staged resume, exact resume (staged with --stop_at_step and after a real SIGINT), fine-tuning from
+--model_file, config errors and the original's flags, and that training on a fixed batch lowers the loss.
 
 Runs are tiny (64x64 frames, 32x32 crops, pyr_level 2, a handful of steps) and run in subprocesses, so the
 tool's signal handlers, process groups and TensorBoard writers never touch the pytest process.
 """
 import glob
+import json
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -483,3 +486,164 @@ def test_matching_loss_is_logged_and_trains(vimeo, tmp_path, teacher):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(os.path.join(log_root, "matching", "tensorboard")).Reload()
     assert {"train/loss_matching", "train/loss_flow"} <= set(events.Tags()["scalars"])
+
+
+# ------------------------------------------------------------------------ the original README's command
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launcher_run(vimeo, tmp_path_factory):
+    """The original README's training command, run unchanged but for the paths, 2 processes and tiny sizes:
+    python -m torch.distributed.launch --nproc_per_node=2 --master_port=P -m tools.train --world_size=2 ..."""
+    cwd = tmp_path_factory.mktemp("launcher")
+    log_root = str(cwd / "logs")
+    original = ["--world_size=2", "--data_root", vimeo, "--train_log_root", log_root, "--exp_name", "upr-base",
+                "--batch_size", "1", "--nr_data_worker", "0"]
+    tiny = tiny_args(None, None, None, batch_size=None, nr_data_worker=None, steps=4, save_interval=2)
+    command = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "-m", "tools.train", *original, *tiny]
+    result = subprocess.run(command, cwd=str(cwd), env=subprocess_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd, log_root, result
+
+
+def test_original_launcher_command(launcher_run):
+    """torch.distributed.launch passes --local-rank=N (accepted; LOCAL_RANK wins), --world_size matches
+    WORLD_SIZE, and the run is found where the original README's tensorboard command looks:
+    ./train-log/upr-base/tensorboard (a ./train-log symlink to --train_log_root)."""
+    cwd, log_root, result = launcher_run
+    assert "world size 2, batch 1 per process (2 total)" in result.stdout
+    assert re.search(r"command: \S+ --local-rank=0 --world_size=2 ", result.stdout), result.stdout[:2000]
+    assert "tensorboard --logdir=./train-log/upr-base/tensorboard" in result.stdout
+    state = load(os.path.join(checkpoint_dir(log_root, "upr-base"), "last.pt"))
+    assert state["step"] == 4 and state["args"]["world_size"] == 2
+    link = cwd / "train-log"
+    assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(log_root)
+    events = glob.glob(str(link / "upr-base" / "tensorboard" / "events.out.tfevents.*"))
+    assert len(events) == 1, events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = EventAccumulator(events[0])
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("val/psnr")] == [2, 4]
+
+
+MULTINODE_DRIVER = '''
+"""tools.train.main() as a "node" would run it; records this rank's final weights and every checkpoint write."""
+import json, os, sys
+import torch
+import tools.train as train
+
+built, writes = [], []
+build_model = train.build_model
+train.build_model = lambda *args, **kwargs: built.append(build_model(*args, **kwargs)) or built[-1]
+for name in ("save_weights", "save_training_state", "atomic_save"):
+    original = getattr(train, name)
+    setattr(train, name, lambda *args, _original=original, _name=name, **kwargs:
+            writes.append(_name) or _original(*args, **kwargs))
+train.main(sys.argv[1:])
+out, rank = os.environ["DRIVER_OUT"], os.environ["RANK"]
+os.makedirs(out, exist_ok=True)
+torch.save(built[0].state_dict(), os.path.join(out, "rank%s.pt" % rank))
+with open(os.path.join(out, "writes%s.json" % rank), "w") as f:
+    json.dump(writes, f)
+'''
+
+
+def run_two_nodes(driver, args, out, cwd):
+    """Two torchrun "nodes" of one process each (--nnodes 2, c10d rendezvous on localhost), started concurrently;
+    returns both outputs."""
+    port, env = free_port(), subprocess_env()
+    env["DRIVER_OUT"] = str(out)
+    logs, processes = [], []
+    try:
+        for node_rank in (0, 1):
+            logs.append(open(cwd / f"node{node_rank}-{out.name}.log", "w+"))
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node_rank),
+                 "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+                 "--rdzv_id", out.name, "--monitor_interval", "0.1", str(driver), *args],
+                cwd=str(cwd), env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+        codes = [process.wait(timeout=TIMEOUT) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    assert codes == [0, 0], "\n".join(output[-3000:] for output in outputs)
+    return outputs
+
+
+def test_two_nodes_train_identically_write_once_and_resume(vimeo, tmp_path, launcher_run):
+    """Two nodes: same parameters on both ranks, only global rank 0 writes (checkpoints, TensorBoard, log), and a
+    run staged over two launches (--stop_at_step 2, then --resume True) ends with the weights of the straight
+    2-process launcher run."""
+    log_root = str(tmp_path / "shared-log")
+    driver = tmp_path / "node_driver.py"
+    driver.write_text(MULTINODE_DRIVER)
+    args = tiny_args(vimeo, log_root, "two-nodes", batch_size=1, steps=4, save_interval=2)
+    ckpt = checkpoint_dir(log_root, "two-nodes")
+    for stage, extra in (("first", ["--stop_at_step", "2"]), ("resumed", ["--resume", "True"])):
+        outputs = run_two_nodes(driver, args + extra, tmp_path / stage, tmp_path)
+        text = "".join(outputs)
+        assert text.count("world size 2, batch 1 per process (2 total)") == 1      # rank 0 logs, once
+        assert_same_state(load(tmp_path / stage / "rank0.pt"), load(tmp_path / stage / "rank1.pt"))
+        writes = [json.loads((tmp_path / stage / f"writes{rank}.json").read_text()) for rank in (0, 1)]
+        assert writes[1] == [] and "save_training_state" in writes[0] and "save_weights" in writes[0]
+        assert_same_state(load(tmp_path / stage / "rank0.pt"), load(os.path.join(ckpt, "last.pt"))["model"])
+    assert "resumed from" in text and "at step 2" in text
+    assert load(os.path.join(ckpt, "last.pt"))["step"] == 4
+    assert sorted(os.listdir(ckpt)) == ["best.pkl", "last.pkl", "last.pt"]
+    assert len(glob.glob(os.path.join(log_root, "two-nodes", "tensorboard", "events.*"))) == 2   # one per launch
+    losses = logged_losses(os.path.join(log_root, "two-nodes", "runtime.log"))
+    _, straight_root, _ = launcher_run
+    assert losses == logged_losses(os.path.join(straight_root, "upr-base", "runtime.log"))
+    assert_same_state(load(os.path.join(ckpt, "last.pt"))["model"],
+                      load(os.path.join(checkpoint_dir(straight_root, "upr-base"), "last.pt"))["model"])
+
+
+@pytest.mark.parametrize("argv, resume", [([], False), (["--resume"], True), (["--resume", "True"], True),
+                                          (["--resume", "False"], False), (["--resume=true"], True),
+                                          (["--resume=FALSE"], False), (["--resume", "--exp_name", "x"], True)])
+def test_resume_accepts_a_bare_flag_and_true_false(argv, resume):
+    assert parse_args(argv).resume is resume
+
+
+def test_bad_resume_value_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as error:
+        parse_args(["--resume", "maybe"])
+    assert error.value.code == 2
+    assert capsys.readouterr().err == ("tools.train: error: argument --resume: expected True or False, got 'maybe' "
+                                       "(--help lists the options)\n")
+
+
+def test_original_training_flags_parse():
+    args = parse_args(["--local-rank=1", "--world_size=4", "--data_root", "/d", "--train_log_root", "/t",
+                       "--exp_name", "upr-large", "--batch_size", "8", "--nr_data_worker", "2", "--model_size", "large"])
+    assert (args.local_rank, args.world_size, args.data_root, args.train_log_root, args.exp_name, args.batch_size,
+            args.nr_data_worker, args.model_size) == (1, 4, "/d", "/t", "upr-large", 8, 2, "large")
+    assert parse_args(["--local_rank", "3", "--model_size", "LARGE"]).local_rank == 3
+    assert parse_args([]).local_rank is None and parse_args(["--model_size", "LARGE"]).model_size == "LARGE"
+
+
+def test_ranks_come_from_the_launcher_environment():
+    from tools.train import process_ranks
+    assert process_ranks(parse_args([]), {}) == (0, 1, 0)
+    assert process_ranks(parse_args(["--local-rank=1"]), {}) == (0, 1, 1)             # no LOCAL_RANK: the flag
+    environ = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}
+    assert process_ranks(parse_args(["--local-rank=0", "--world_size=4"]), environ) == (3, 4, 1)  # LOCAL_RANK wins
+    with pytest.raises(SystemExit, match=r"--world_size 4 but the launcher started 2 \(WORLD_SIZE\): launch 4"):
+        process_ranks(parse_args(["--world_size=4"]), {"WORLD_SIZE": "2", "RANK": "0"})
+    with pytest.raises(SystemExit, match=r"--world_size 2 but 1 process was started \(WORLD_SIZE is not set\)"):
+        process_ranks(parse_args(["--world_size", "2"]), {})
