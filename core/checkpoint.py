@@ -2,7 +2,8 @@
 
 Official checkpoints (``upr-base.pkl``, ``upr-large.pkl``, ``upr-llarge.pkl``) are plain state dicts saved from
 DDP, so their keys carry a ``module.`` prefix; they load unchanged. Put in ``checkpoints/`` under the names of the
-original README (or their own), they are found by model size alone (:func:`default_model_file`). Nothing is ever unpickled beyond tensors:
+original README (or their own), they are found by model size alone (:func:`default_model_file`).
+Nothing is ever unpickled beyond tensors:
 ``.pkl``/``.pth``/``.pt`` files go through ``torch.load(..., weights_only=True)``.
 """
 import os

@@ -630,7 +630,8 @@ def test_bad_resume_value_is_a_one_line_usage_error(capsys):
 
 def test_original_training_flags_parse():
     args = parse_args(["--local-rank=1", "--world_size=4", "--data_root", "/d", "--train_log_root", "/t",
-                       "--exp_name", "upr-large", "--batch_size", "8", "--nr_data_worker", "2", "--model_size", "large"])
+                       "--exp_name", "upr-large", "--batch_size", "8", "--nr_data_worker", "2",
+                       "--model_size", "large"])
     assert (args.local_rank, args.world_size, args.data_root, args.train_log_root, args.exp_name, args.batch_size,
             args.nr_data_worker, args.model_size) == (1, 4, "/d", "/t", "upr-large", 8, 2, "large")
     assert parse_args(["--local_rank", "3", "--model_size", "LARGE"]).local_rank == 3
