@@ -17,6 +17,8 @@
 * RIFE v4 (with --rife_dir): its latency on the same device, frames and precision, for comparison.
 * compiled (with --compile): the latency again with ``torch.compile`` (Inductor, fullgraph) applied to the
   model's ``estimate_motion`` and ``synthesize``, the first call's compile time, and compiled / eager.
+* ONNX Runtime (with --onnx FILE from tools.export_onnx): the file's CPU latency on the same frames, padded as
+  the Interpolator pads (the padding and cropping not timed), ORT's intra-op threads = the torch threads.
 * peak memory at 640x480, 1920x1080 and 3840x2160, each in a fresh process (pyramid chosen by resolution:
   L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (VmHWM on Linux, Python and torch included; the RSS
   before the forward is reported as the baseline) and, on CUDA, torch.cuda.max_memory_allocated. On the CPU
@@ -87,6 +89,7 @@ def build_parser():
     parser.add_argument("--rife_dir", default=None,
                         help="also time RIFE v4 (folder holding its ifnet.py and flownet.pkl) on the same device, "
                              "frames and precision")
+    parser.add_argument("--onnx", default=None, help="also time this ONNX file (tools.export_onnx) in ONNX Runtime")
     parser.add_argument("--_measure_peak", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -261,6 +264,22 @@ def measure_rife(folder, device, args):
     return {"latency_ms": latency * 1e3, "folder": os.path.abspath(folder), "precision": args.precision}
 
 
+def measure_onnx(path, args, threads):
+    """ONNX Runtime (CPU) latency of an exported file (tools.export_onnx) interpolating t = 0.5 between the same
+    frames padded to max(64, its size multiple), median of --repeats after --warmup."""
+    import onnx
+    from core.interpolator import pad_to_multiple
+    from tools.export_onnx import ort_session, run_ort
+
+    metadata = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    multiple = max(64, int(metadata.get("upr_multiple", 16)))
+    session = ort_session(path, threads)
+    img0, img1 = (pad_to_multiple(img, multiple) for img in random_frames(*args.resolution, torch.device("cpu")))
+    latency = median_time(lambda: run_ort(session, img0, img1, 0.5), torch.device("cpu"), args.repeats, args.warmup)
+    return {"latency_ms": latency * 1e3, "file": os.path.abspath(path), "threads": threads,
+            "padded": f"{img0.shape[-1]}x{img0.shape[-2]}", "pyr_level": metadata.get("upr_pyr_level")}
+
+
 def _proc_mib(path, key):
     """The "key: N kB" line of a /proc file in MiB, or None where the file or the line does not exist."""
     try:
@@ -407,6 +426,10 @@ def run(argv=None):
     if args.rife_dir:
         result["rife"] = measure_rife(args.rife_dir, device, args)
         print(f"RIFE v4: latency {result['rife']['latency_ms']:.1f} ms at {width}x{height} ({args.precision})")
+    if args.onnx:
+        result["onnx"] = ort = measure_onnx(args.onnx, args, threads)
+        print(f"ONNX Runtime (CPU, {threads} threads): latency {ort['latency_ms']:.1f} ms at {width}x{height} "
+              f"(padded to {ort['padded']}, L={ort['pyr_level']}) for {args.onnx}")
     if args.memory:
         for size in args.model_sizes:
             reports, last = {}, None
