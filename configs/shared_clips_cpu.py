@@ -1,10 +1,10 @@
-# The recipe of the shipped checkpoint (checkpoints/upr-base.pkl): UPR-Net base trained on a 2-core CPU from
-# the real clips in ../shared/videos (train split: the first 85% of every clip) mixed half-and-half with
-# synthetic layered-motion triplets (exact flow), with flow supervision (exact on synthetic data, OpenCV DIS
+# The recipe of checkpoint v1 (its successor v2 uses configs/heldout_clips_cpu.py): UPR-Net base trained on a
+# 2-core CPU from the first four real clips of ../shared/videos (train split: the first 85% of every clip;
+# the folder now holds 21 sources) mixed half-and-half with synthetic layered-motion triplets (exact flow), with flow supervision (exact on synthetic data, OpenCV DIS
 # on real data) fading out over the first half of the run (1,000 of 2,000 steps). bf16 autocast + channels_last:
 # ~2.4x faster on CPUs with AVX512-BF16. This is run 1; later runs continue from earlier weights with the
-# command-line overrides listed in the README (The shipped checkpoint), which ships a greedy soup of run 21's
-# weights (docs/checkpoint_history.md has every run).
+# command-line overrides listed in docs/checkpoint_history.md, which has every run; v1 was a greedy soup
+# of run 21's weights.
 model_size = "base"
 pyr_level = 3
 dataset = "videos"
