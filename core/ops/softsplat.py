@@ -68,24 +68,7 @@ def _cells_and_weights(flow):
     :data:`CORNERS`); a corner off the frame has weight 0 (far-off cells are clamped onto the grid).
     """
     n, _, h, w = flow.shape
-    grid_x = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    grid_y = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    # a non-finite target becomes -2: off the frame, both of its axis' weights are 0
-    off = flow.new_tensor(-2.0)
-    target_x = grid_x + flow[:, 0]
-    target_y = grid_y + flow[:, 1]
-    target_x = torch.where(torch.isfinite(target_x), target_x, off)
-    target_y = torch.where(torch.isfinite(target_y), target_y, off)
-    x0 = torch.floor(target_x)
-    y0 = torch.floor(target_y)
-    frac_x = target_x - x0
-    frac_y = target_y - y0
-    # clamped before the cast so huge flows cannot overflow; a clamped cell has no corner on the frame
-    x0 = x0.detach().clamp(-2, w + 1)
-    y0 = y0.detach().clamp(-2, h + 1)
-    # per-axis weights of the two neighbours, zero for a neighbour off the frame: (left, right), (top, bottom)
-    weight_x = ((1 - frac_x) * ((x0 >= 0) & (x0 < w)), frac_x * ((x0 >= -1) & (x0 < w - 1)))
-    weight_y = ((1 - frac_y) * ((y0 >= 0) & (y0 < h)), frac_y * ((y0 >= -1) & (y0 < h - 1)))
+    x0, y0, _, _, weight_x, weight_y = _bilinear(flow)
     weights = [weight_x[dx] * weight_y[dy] for dy, dx in CORNERS]
     index_type = torch.int32 if 4 * n * (h + 2) * (w + 1) < 2 ** 31 else torch.int64
     cell_x = (x0.clamp(-1, w - 1) + 1).to(index_type)
@@ -306,9 +289,9 @@ def reference_sum_by_corner(input, flow):
 
 
 def _bilinear(flow):
-    """Per source pixel: top-left target (x0, y0) as int64 (clamped to the grid around the frame) and the
-    per-axis weights ((left, right), (top, bottom)), zero for a neighbour off the frame (the arithmetic of
-    :func:`_cells_and_weights`)."""
+    """Per source pixel: top-left target (x0, y0) as int64 (clamped to [-2, W+1] x [-2, H+1], so huge flows cannot
+    overflow and a clamped cell has no corner on the frame), the per-axis on-frame masks and weights ((left,
+    right), (top, bottom)), zero for a neighbour off the frame. A non-finite target becomes -2: off the frame."""
     n, _, h, w = flow.shape
     grid_x = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
     grid_y = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
