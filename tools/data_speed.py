@@ -17,11 +17,12 @@ from core.data import EpochIndexSampler
 from tools.train import build_datasets, parse_args
 
 
-def loader_speed(dataset, batch_size, workers, batches, seed=0):
-    """Samples per second of ``batches`` batches after a warm-up batch."""
+def loader_speed(dataset, batch_size, workers, batches, seed=0, pin_memory=False):
+    """Samples per second that a DataLoader with ``workers`` processes (sampled as tools.train samples) delivers
+    from ``dataset``, over ``batches`` batches after a warm-up batch (which also starts the workers)."""
     sampler = EpochIndexSampler(dataset, shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         drop_last=True)
+                                         drop_last=True, pin_memory=pin_memory)
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()

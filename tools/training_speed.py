@@ -64,14 +64,9 @@ def loader_samples_per_second(batch_size, crop, workers, batches, device, seed=0
     """Samples/s a DataLoader (``workers`` processes, as tools.train builds it) delivers from the synthetic
     dataset at ``crop``, over ``batches`` batches after the first (which includes starting the workers)."""
     from core.data.synthetic import SyntheticMotion
+    from tools.data_speed import loader_speed
     dataset = SyntheticMotion((batches + 1) * batch_size, (crop, crop), seed=seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, pin_memory=device.type == "cuda")
-    iterator = iter(loader)
-    next(iterator)
-    start = time.perf_counter()
-    count = sum(len(batch["img0"]) for batch in iterator)
-    return count / (time.perf_counter() - start)
+    return loader_speed(dataset, batch_size, workers, batches, seed, pin_memory=device.type == "cuda")
 
 
 def main(argv=None):
