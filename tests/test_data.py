@@ -485,6 +485,8 @@ def test_val_stride_and_synthetic_motion_options_reach_the_datasets(two_shot_vid
     assert [i for _, i, _ in every.starts] == list(range(2 * SHOT - tail, 2 * SHOT - 2))
     assert every_fourth.starts == every.starts[::4]
     assert (synthetic.min_translation, mixed.min_translation, mixed.log_uniform_fraction) == (0, 3, 0.5)
+    still = build_datasets(parse_args(common + ["--synthetic_static_fraction", "0.3"]))[0].datasets[1]
+    assert (synthetic.static_fraction, still.static_fraction) == (0, 0.3)
     with pytest.raises(ValueError, match="val_stride"):
         build_datasets(parse_args(common + ["--val_stride", "0"]))
 
@@ -565,6 +567,26 @@ def test_synthetic_motion_log_uniform_translation_lengths():
         SyntheticMotion(1, (32, 32), textures=uniform.textures, max_translation=8.0, min_translation=9.0)
     with pytest.raises(ValueError, match="log_uniform_fraction"):
         SyntheticMotion(1, (32, 32), textures=uniform.textures, min_translation=1.0, log_uniform_fraction=1.5)
+
+
+def test_synthetic_static_layers():
+    """static_fraction 1: nothing moves, so the three frames are identical and the flow is zero; 0.5: about half
+    the layers are still (background and foreground alike); 0: every layer moves."""
+    textures = [np.random.default_rng(1).integers(0, 256, (40, 40, 3)).astype(np.uint8)]
+    still = SyntheticMotion(3, (32, 40), textures=textures, max_translation=12.0, min_translation=2.0,
+                            static_fraction=1.0, seed=6)
+    for index in range(3):
+        sample = still[index]
+        assert torch.equal(sample["img0"], sample["gt"]) and torch.equal(sample["img1"], sample["gt"])
+        assert sample["flow"].abs().max() == 0
+    half = SyntheticMotion(1, (32, 40), textures=textures, max_translation=12.0, min_translation=2.0,
+                           static_fraction=0.5, seed=6)
+    background, foreground = _layer_translations(half, 300)
+    assert 0.4 < np.mean(background == 0) < 0.6 and 0.4 < np.mean(foreground == 0) < 0.6
+    moving = SyntheticMotion(1, (32, 40), textures=textures, max_translation=12.0, min_translation=2.0, seed=6)
+    assert np.all(_layer_translations(moving, 50)[1] >= 2.0 - 1e-9)
+    with pytest.raises(ValueError, match="static_fraction"):
+        SyntheticMotion(1, (32, 32), textures=textures, static_fraction=-0.1)
 
 
 class BackgroundOnly(SyntheticMotion):

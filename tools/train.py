@@ -155,6 +155,9 @@ def build_parser():
     g.add_argument("--synthetic_log_uniform_fraction", type=float, default=1.0,
                    help="with --synthetic_min_motion > 0: share of layers moving by a log-uniform length, the "
                         "rest uniform per axis (0.5 keeps large motions common)")
+    g.add_argument("--synthetic_static_fraction", type=float, default=0.0,
+                   help="share of synthetic layers that do not move (static backgrounds, still objects, now and "
+                        "then a still triplet): teaches the synthesis to leave unmoving pixels as they are")
     g.add_argument("--flow_teacher", default="none", choices=FLOW_TEACHERS,
                    help="reference flow for real triplets, used by --flow_loss_weight and --matching_loss_weight: "
                         "OpenCV DIS everywhere, or only where its forward and backward flows agree")
@@ -290,7 +293,8 @@ def build_datasets(args):
         length = 10_000 if train is None else int(round(len(train) * ratio / max(1e-9, 1 - ratio)))
         synthetic = SyntheticMotion(length, crop, textures=textures, max_translation=args.synthetic_max_motion,
                                     min_translation=args.synthetic_min_motion,
-                                    log_uniform_fraction=args.synthetic_log_uniform_fraction, seed=args.seed)
+                                    log_uniform_fraction=args.synthetic_log_uniform_fraction,
+                                    static_fraction=args.synthetic_static_fraction, seed=args.seed)
         train = synthetic if train is None else KeyedConcat([train, synthetic])
         if val is None:
             val = SyntheticMotion(64, crop, middle_time=0.5, seed=args.seed + 1)

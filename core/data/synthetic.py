@@ -54,22 +54,30 @@ class SyntheticMotion(torch.utils.data.Dataset):
         a uniform direction, so occlusions at small displacements are as common as at large ones;
     log_uniform_fraction: with min_translation > 0, the probability that a layer draws its translation
         log-uniformly (else uniformly from the square): 1 favours small motion, 0.5 mixes both;
+    static_fraction: the probability that a layer does not move at all (no translation, rotation or zoom), drawn
+        per layer: a static background with moving objects (a camera on a tripod), static objects on a moving
+        background, and now and then a fully static triplet (img0 == gt == img1, flow 0), which teaches the
+        synthesis to leave unmoving pixels exactly as they are; 0 (default) draws no extra random numbers, so
+        earlier sample streams are reproduced;
     middle_time: "random" (t uniform in [0.1, 0.9]) or a float.
     """
 
     def __init__(self, length, size=(256, 256), textures=None, max_translation=48.0, min_translation=0.0,
-                 log_uniform_fraction=1.0, middle_time="random", seed=0):
+                 log_uniform_fraction=1.0, static_fraction=0.0, middle_time="random", seed=0):
         if not 0 <= min_translation <= max_translation:
             raise ValueError(f"need 0 <= min_translation <= max_translation, got {min_translation} and "
                              f"{max_translation}")
         if not 0 <= log_uniform_fraction <= 1:
             raise ValueError(f"log_uniform_fraction must be in [0, 1], got {log_uniform_fraction}")
+        if not 0 <= static_fraction <= 1:
+            raise ValueError(f"static_fraction must be in [0, 1], got {static_fraction}")
         self.length = length
         self.size = size
         self.textures = textures if textures is not None else skimage_textures()
         self.max_translation = max_translation
         self.min_translation = min_translation
         self.log_uniform_fraction = log_uniform_fraction
+        self.static_fraction = static_fraction
         self.middle_time = middle_time
         self.seed = seed
         h, w = size
@@ -120,24 +128,32 @@ class SyntheticMotion(torch.utils.data.Dataset):
         return length * np.array([np.cos(angle), np.sin(angle)])
 
     def _layers(self, rng):
-        """Random layers: (texture, mask or None, matrix at time 0 -> function of time)."""
+        """Random layers: (texture, mask or None, centre, position at time 0, translation, rotation, zoom)."""
         h, w = self.size
         layers = []
         # background: larger than the frame so it covers it throughout its (smaller) motion
         margin = int(self.max_translation) + 16
         bh, bw = h + 2 * margin, w + 2 * margin
         motion = self._translation(rng, 0.5 * self.max_translation)
-        layers.append((self._texture_patch(rng, bh, bw), None, np.array([bw / 2, bh / 2]),
-                       np.array([w / 2, h / 2]) - motion / 2, motion,
-                       rng.uniform(-0.03, 0.03), rng.uniform(-0.04, 0.04)))
+        layers.append(self._maybe_static(rng, (self._texture_patch(rng, bh, bw), None, np.array([bw / 2, bh / 2]),
+                                               np.array([w / 2, h / 2]), motion,
+                                               rng.uniform(-0.03, 0.03), rng.uniform(-0.04, 0.04))))
         for _ in range(int(rng.integers(1, 4))):
             lh, lw = int(h * rng.uniform(0.25, 0.7)), int(w * rng.uniform(0.25, 0.7))
             motion = self._translation(rng, self.max_translation)
-            start = rng.uniform([0, 0], [w, h]) - motion / 2
-            layers.append((self._texture_patch(rng, lh, lw), self._mask(rng, lh, lw),
-                           np.array([lw / 2, lh / 2]), start, motion,
-                           rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1)))
+            middle = rng.uniform([0, 0], [w, h])
+            layers.append(self._maybe_static(rng, (self._texture_patch(rng, lh, lw), self._mask(rng, lh, lw),
+                                                   np.array([lw / 2, lh / 2]), middle, motion,
+                                                   rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1))))
         return layers
+
+    def _maybe_static(self, rng, layer):
+        """The layer, its start shifted back by half its motion (centred on its mid-time position), or held still
+        with probability ``static_fraction``."""
+        texture, mask, center, middle, motion, rotation, zoom = layer
+        if self.static_fraction > 0 and rng.random() < self.static_fraction:
+            return texture, mask, center, middle, np.zeros(2), 0.0, 0.0
+        return texture, mask, center, middle - motion / 2, motion, rotation, zoom
 
     @staticmethod
     def _matrix(layer, time):
