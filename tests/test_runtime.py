@@ -38,7 +38,8 @@ def test_base_forward_flops_match_the_papers_count():
 def test_runtime_smoke_large(tmp_path, capsys):
     out = tmp_path / "runtime.json"
     runtime.main(["--model_sizes", "large", "--no-memory", "--out_json", str(out)] + TINY)
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert "loaded" not in err                                             # no large checkpoint: random weights
     result = json.loads(out.read_text())
     entry = result["sizes"]["large"]
     assert list(result["sizes"]) == ["large"] and entry["params"] == 3_701_865
@@ -71,7 +72,9 @@ def test_runtime_peak_memory_in_a_fresh_process(tmp_path, capsys, monkeypatch):
     assert "error" not in small, small
     assert small["peak_rss_mb"] >= small["baseline_rss_mb"] > 0 and small["pyr_level"] == 3
     assert memory["4096x2160"]["error"].startswith("skipped: would need about")   # ~16 GB > 8 GB
-    assert "peak RSS MB" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "peak RSS MB" in printed.out
+    assert f"loaded base weights from {runtime.SHIPPED_CHECKPOINT}" in printed.err   # as every other tool says
 
 
 def test_peak_prediction_scales_with_pixels():

@@ -45,7 +45,7 @@ import torch.nn as nn
 
 import core
 from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, pad_multiple, synthesized_in_strips
-from core.cli import interpolator_options, select_device
+from core.cli import interpolator_options, report_loaded, select_device
 from core.model import motion_estimator
 from core.ops import Splatting
 from tools.benchmark_common import add_benchmark_model_arguments, check_pyramid, guarded, positive_int, write_json
@@ -403,6 +403,8 @@ def run(argv=None):
         model, weights = build_sized_model(size, args.model_file)
         if weights == "random":
             print(f"{size}: no checkpoint, using random weights (timing does not depend on them)")
+        else:
+            report_loaded(size, weights)
         interpolator = core.Interpolator(model, device, **options)
         entry = {"params": sum(p.numel() for p in model.parameters()), "weights": weights}
         entry.update(measure_speed(interpolator, args, rate))
