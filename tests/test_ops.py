@@ -65,6 +65,13 @@ def test_average_splat_is_identity_for_zero_flow_and_empty_pixels_are_zero(backe
     assert splat(inp, far).abs().max() == 0
 
 
+def test_splatting_no_channels_gives_an_empty_result(backend):
+    flow = torch.rand(2, 2, 5, 6) * 3
+    out = splat_sum(torch.rand(2, 0, 5, 6), flow)
+    assert out.shape == (2, 0, 5, 6)
+    assert splat(torch.rand(2, 0, 5, 6), flow).shape == (2, 0, 5, 6)
+
+
 def test_summation_conserves_mass_inside_the_frame(backend):
     inp = torch.rand(1, 2, 10, 10)
     flow = torch.rand(1, 2, 10, 10) * 0.9   # small enough that nothing leaves a 10x10 frame from [0, 8]

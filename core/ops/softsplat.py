@@ -246,6 +246,8 @@ def reference_apply_bags(input, source, offsets, weight, y0, y1):
     """Splat of ``input`` (N x C x H x W) by prepared bags: output rows y0 .. y1-1, each output pixel the
     ``F.embedding_bag`` sum of its contributions (a weighted gather-sum)."""
     n, c, h, w = input.shape
+    if c == 0:   # nothing to gather (embedding_bag rejects a table without columns)
+        return input.new_zeros(n, 0, y1 - y0, w)
     # rows of the table are gathered: contiguous rows (one copy for NCHW input) gather several times faster
     table = input.permute(0, 2, 3, 1).reshape(n * h * w, c).contiguous()
     weight = weight.to(table.dtype)
