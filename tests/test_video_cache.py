@@ -165,8 +165,13 @@ def test_whole_held_out_clips_validate_at_several_gaps_and_never_train(tmp_path)
     frames = val.clips[0][1]
     assert t == 0.5 and np.array_equal(f0, frames[6]) and np.array_equal(gt, frames[10])
     assert np.array_equal(f1, frames[14])
+    # gap 0: still triplets, every first frame 0, 5, 10, 15; the frame is its own middle
+    still = VideoTriplets(held_out, "all", fixed=True, val_gaps=(0,), val_stride=5)
+    assert still.starts == [(0, i, 0) for i in (0, 5, 10, 15)]
+    (f0, gt, f1), t = still.load(3, None)
+    assert t == 0.5 and all(np.array_equal(f, still.clips[0][1][15]) for f in (f0, gt, f1))
     with pytest.raises(ValueError, match="val_gaps"):
-        VideoTriplets(held_out, "all", fixed=True, val_gaps=(0,))
+        VideoTriplets(held_out, "all", fixed=True, val_gaps=(-1,))
 
 
 # ----------------------------------------------------------------------------- unreadable training samples

@@ -133,7 +133,8 @@ def build_parser():
                    help="videos: whole clips held out for validation (never trained on; left out of --video_paths "
                         "if listed there too); without them the tails of --video_paths validate")
     g.add_argument("--val_gaps", type=int, nargs="+", default=[1],
-                   help="videos: validate on triplets (i, i+g, i+2g) for each gap g (e.g. 1 4: small and large motion)")
+                   help="videos: validate on triplets (i, i+g, i+2g) for each gap g (e.g. 1 4: small and large motion; "
+                        "0: still triplets, the frame itself is the answer)")
     g.add_argument("--video_cache", default="auto",
                    help="videos: folder of the on-disk frame cache read lazily by the data workers (see "
                         "tools.prepare_videos); 'auto': <train_log_root>/video_cache; 'none': decode into memory")

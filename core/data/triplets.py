@@ -212,7 +212,8 @@ class VideoTriplets(TripletDataset):
     that only train, or whole held-out clips that only validate). The splits never share a frame, and
     ``split_frame[clip]`` records where the tail starts. Training picks a span s in [2, 2 * max_gap] frames and a
     middle frame j at random (t = (j - i) / s); validation uses triplets (i, i + g, i + 2g) for each gap g of
-    ``val_gaps`` (t = 0.5), every ``val_stride``-th one.
+    ``val_gaps`` (t = 0.5), every ``val_stride``-th one; gap 0 is a still triplet (one frame three times), which
+    measures how well unmoving content is left as it is.
 
     fixed: True for validation triplets, False for random spans; None (default) is True for the "val" split only
     (whole held-out clips validate with split "all", fixed True). cache_dir: None decodes every clip into memory
@@ -228,8 +229,8 @@ class VideoTriplets(TripletDataset):
             raise ValueError(f"split must be train, val or all, got {split!r}")
         if val_stride < 1:
             raise ValueError(f"val_stride must be at least 1, got {val_stride}")
-        if not val_gaps or min(val_gaps) < 1:
-            raise ValueError(f"val_gaps must be gaps of at least 1 frame, got {val_gaps}")
+        if not val_gaps or min(val_gaps) < 0:
+            raise ValueError(f"val_gaps must be gaps of at least 0 frames (0: a still triplet), got {val_gaps}")
         self.split = split
         self.fixed = split == "val" if fixed is None else fixed
         self.max_gap = max_gap
@@ -265,7 +266,7 @@ class VideoTriplets(TripletDataset):
         self.starts = []
         for shot, (clip, start, end) in enumerate(self.shots):
             if not self.fixed:
-                self.starts += [(shot, i, 0) for i in range(start, end - 2)]
+                self.starts += [(shot, i, None) for i in range(start, end - 2)]
             else:
                 for gap in val_gaps:
                     self.starts += [(shot, i, gap) for i in range(start, end - 2 * gap, val_stride)]
@@ -279,7 +280,7 @@ class VideoTriplets(TripletDataset):
         shot, i, gap = self.starts[index]
         clip, _, end = self.shots[shot]
         frames = self.clips[clip][1]
-        if gap:
+        if gap is not None:
             return [frames[i], frames[i + gap], frames[i + 2 * gap]], 0.5
         span = int(rng.integers(2, min(2 * self.max_gap, end - 1 - i) + 1))
         j = i + int(rng.integers(1, span))
