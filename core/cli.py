@@ -118,6 +118,10 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
                        help="fp32: exact (default); bf16: faster autocast mode on CPUs with AVX512-BF16 and on GPUs")
     group.add_argument("--low_memory", default="auto", choices=["auto", "on", "off"],
                        help="synthesize large frames in exact strips to bound memory (auto: above ~1080p)")
+    group.add_argument("--still_threshold", type=float, default=None, metavar="D",
+                       help="pairs whose mean absolute difference (in [0, 1]) is below D are still: the frame itself "
+                            "is returned, not the network's approximation of it (default 0.25/255; 0: always run "
+                            "the network)")
     if pyramid:
         auto = "automatic by resolution: 3 up to 640 px ... 7 for 4K"
         group.add_argument("--pyr_level", type=int, default=pyr_level,
@@ -139,6 +143,11 @@ def interpolator_options(args):
         torch.set_num_threads(threads)
     options = {"precision": getattr(args, "precision", "fp32"),
                "low_memory": {"auto": "auto", "on": True, "off": False}[getattr(args, "low_memory", "auto")]}
+    still = getattr(args, "still_threshold", None)
+    if still is not None:
+        if not still >= 0:
+            raise UsageError(f"--still_threshold must be at least 0, got {still}")
+        options["still_threshold"] = still
     pyr_level = getattr(args, "pyr_level", None)
     skipped = getattr(args, "nr_lvl_skipped", None)
     if pyr_level is not None and pyr_level < 1:

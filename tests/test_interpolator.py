@@ -32,6 +32,32 @@ def test_padded_result_equals_direct_model_call(golden, interpolator):
     assert (out - case["interp_img"]).abs().max() <= 2e-4
 
 
+def test_still_pairs_return_the_picture_without_the_network(golden, monkeypatch):
+    """One frame twice: every time step is that frame exactly and the flow is zero (the network is not run; it
+    would only approximate the frame); in a batch the moving pair is untouched; still_threshold 0 runs it."""
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    case = golden["cases"][0]
+    frame, other = case["img0"], case["img1"]
+    plain = core.Interpolator(model, device="cpu", still_threshold=0)
+    network_frame = plain.interpolate_tensors(frame, frame, [0.5])[0][0]
+    assert (network_frame - frame).abs().max() > 1e-3          # what the rule is for
+    interpolator = core.Interpolator(model, device="cpu")
+    noisy = frame + 0.1 / 255 * torch.sign(torch.randn_like(frame))   # mean difference 0.1 levels: still
+    calls = []
+    monkeypatch.setattr(model, "estimate_motion", lambda *a: calls.append(1))
+    frames, flow = interpolator.interpolate_tensors(frame, noisy, [0.25, 0.5])
+    assert calls == [] and flow.shape == (1, 4, *frame.shape[-2:]) and flow.abs().max() == 0
+    assert torch.allclose(frames[0], 0.75 * frame + 0.25 * noisy) and torch.allclose(frames[1], (frame + noisy) / 2)
+    monkeypatch.undo()
+    batch0, batch1 = torch.cat([frame, frame]), torch.cat([frame, other])
+    frames, flow = interpolator.interpolate_tensors(batch0, batch1, [0.5])
+    moving, moving_flow = plain.interpolate_tensors(frame, other, [0.5])
+    assert torch.equal(frames[0][0], frame[0]) and flow[0].abs().max() == 0
+    assert (frames[0][1] - moving[0][0]).abs().max() < 1e-5 and (flow[1] - moving_flow[0]).abs().max() < 1e-4
+    with pytest.raises(InputError, match="still_threshold"):
+        core.Interpolator(model, device="cpu", still_threshold=-1)
+
+
 def test_odd_size_is_padded_with_half_grey_and_cropped(golden, interpolator):
     case = golden["cases"][0]
     img0, img1 = case["img0"][..., :101, :157], case["img1"][..., :101, :157]
@@ -119,8 +145,8 @@ def test_only_small_frames_switch_the_allocator_to_keeping_freed_memory(interpol
     monkeypatch.setattr(core.interpolator, "keep_freed_memory", lambda: calls.append(1))
     monkeypatch.setattr(core.interpolator, "KEEP_MEMORY_PIXELS", 64 * 64)
     big = torch.rand(1, 3, 96, 96)                    # padded to 128 x 128: above the limit
-    interpolator.interpolate_tensors(big, big)
+    interpolator.interpolate_tensors(big, big.flip(-1))
     assert calls == []
     small = torch.rand(1, 3, 60, 50)                  # padded to 64 x 64
-    interpolator.interpolate_tensors(small, small)
+    interpolator.interpolate_tensors(small, small.flip(-1))
     assert calls == [1]
