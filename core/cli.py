@@ -143,11 +143,8 @@ def interpolator_options(args):
         torch.set_num_threads(threads)
     options = {"precision": getattr(args, "precision", "fp32"),
                "low_memory": {"auto": "auto", "on": True, "off": False}[getattr(args, "low_memory", "auto")]}
-    still = getattr(args, "still_threshold", None)
-    if still is not None:
-        if not still >= 0:
-            raise UsageError(f"--still_threshold must be at least 0, got {still}")
-        options["still_threshold"] = still
+    if getattr(args, "still_threshold", None) is not None:   # checked by core.Interpolator (InputError)
+        options["still_threshold"] = args.still_threshold
     pyr_level = getattr(args, "pyr_level", None)
     skipped = getattr(args, "nr_lvl_skipped", None)
     if pyr_level is not None and pyr_level < 1:

@@ -187,17 +187,18 @@ class Interpolator:
             if not torch.isfinite(img).all():
                 raise InputError(f"{name} contains NaN or infinite values")
         times = _check_times(time_periods)
+        if self.still_threshold <= 0:
+            return self._run_network(img0, img1, times)
         still = (img0 - img1).abs().flatten(1).mean(1) < self.still_threshold    # N booleans
+        if not still.any():
+            return self._run_network(img0, img1, times)
+        blends = [((1 - t) * img0 + t * img1).to(self.device, torch.float32) for t in times]
         if still.all():
-            return ([((1 - t) * img0 + t * img1).to(self.device) for t in times],
-                    img0.new_zeros(img0.shape[0], 4, *img0.shape[-2:]).to(self.device))
+            return blends, torch.zeros(img0.shape[0], 4, *img0.shape[-2:], device=self.device)
         frames, bi_flow = self._run_network(img0, img1, times)
-        if still.any():
-            keep = still.to(self.device)[:, None, None, None]
-            frames = [torch.where(keep, ((1 - t) * img0 + t * img1).to(frame), frame)
-                      for t, frame in zip(times, frames)]
-            bi_flow = torch.where(keep, torch.zeros_like(bi_flow), bi_flow)
-        return frames, bi_flow
+        keep = still.to(self.device)[:, None, None, None]
+        return ([torch.where(keep, blend, frame) for blend, frame in zip(blends, frames)],
+                torch.where(keep, torch.zeros_like(bi_flow), bi_flow))
 
     def _run_network(self, img0, img1, times):
         h, w = img0.shape[-2:]
