@@ -25,7 +25,7 @@ import torch
 
 from .device import resolve_device
 from .frames import image_to_tensor, tensor_to_image
-from .interpolator import pad_to_multiple
+from .frames import pad_to_multiple
 
 
 class AveragingInterpolator:

@@ -1,4 +1,11 @@
-"""Device selection shared by the tools, and the CPU allocator setting."""
+"""Device selection and the CPU memory policy, shared by every entry point (tools, Interpolator,
+``UPRNet.prepare_for_inference``).
+
+The memory policy has two parts, both decided here and applied only by entry points, never by a forward pass:
+the tensor layout (:func:`default_memory_format`: channels_last on the CPU, where oneDNN convolutions are faster
+with it) and glibc's allocator (:func:`apply_allocator_policy`: keep freed memory for frames up to
+:data:`KEEP_MEMORY_PIXELS`).
+"""
 import functools
 
 import torch
@@ -18,6 +25,29 @@ def resolve_device(device="auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but CUDA is not available on this machine")
     return device
+
+
+KEEP_MEMORY_PIXELS = 1280 * 768
+"""Inference on padded frames of at most this many pixels (720p) on the CPU makes malloc keep freed memory for
+reuse (:func:`keep_freed_memory`; measurements in docs/performance.md). Larger frames leave the allocator alone,
+because keeping freed memory raises their peak."""
+
+
+def default_memory_format(device):
+    """The memory format that models and inputs use on ``device`` unless told otherwise: channels_last on the CPU,
+    contiguous elsewhere."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def apply_allocator_policy(device, frame_pixels=None):
+    """For inference on ``device``: keep freed memory (:func:`keep_freed_memory`) when it is the CPU and the
+    frames (``frame_pixels``, padded height x width; None: at most :data:`KEEP_MEMORY_PIXELS`) are small enough.
+    Process-wide and permanent once applied; for entry points only. Returns whether it is applied."""
+    if torch.device(device).type != "cpu":
+        return False
+    if frame_pixels is not None and frame_pixels > KEEP_MEMORY_PIXELS:
+        return False
+    return keep_freed_memory()
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4        # mallopt parameters (glibc malloc.h)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .frames import FrameError, read_image, write_image
-from .interpolator import pad_multiple
+from .frames import pad_multiple
 
 SCORE_KEYS = ("psnr", "ssim", "psnr_float", "ssim_float")
 _SSIM_DIRECT_LIMIT = 2 ** 22        # values per image up to which SSIM is computed in one piece

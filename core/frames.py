@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 class FrameError(ValueError):
@@ -71,3 +72,17 @@ def write_image(path, image):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(os.fspath(path), np.ascontiguousarray(image[:, :, ::-1])):
         raise FrameError(f"cannot write image {path}")
+
+
+def pad_multiple(pyr_level):
+    """Frames are padded to a multiple of this: 64 as in the benchmarks, more for deep pyramids."""
+    return max(64, 2 ** (pyr_level + 1))
+
+
+def pad_to_multiple(img, multiple, value=0.5):
+    """Pad N x C x H x W on the right and bottom with ``value`` so H and W are multiples of ``multiple``."""
+    h, w = img.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return img
+    return F.pad(img, (0, pad_w, 0, pad_h), value=value)

@@ -12,11 +12,10 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, default_model_file, load_weights
-from .device import keep_freed_memory, resolve_device
-from .frames import FrameError, to_float, to_rgb
+from .device import apply_allocator_policy, default_memory_format, resolve_device
+from .frames import FrameError, pad_multiple, pad_to_multiple, to_float, to_rgb
 from .model import UPRNet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,20 +46,6 @@ def choose_pyramid(height, width):
     if longest <= 2048:
         return 6, 1
     return 7, 2
-
-
-def pad_multiple(pyr_level):
-    """Frames are padded to a multiple of this: 64 as in the benchmarks, more for deep pyramids."""
-    return max(64, 2 ** (pyr_level + 1))
-
-
-def pad_to_multiple(img, multiple, value=0.5):
-    """Pad N x C x H x W on the right and bottom with ``value`` so H and W are multiples of ``multiple``."""
-    h, w = img.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return img
-    return F.pad(img, (0, pad_w, 0, pad_h), value=value)
 
 
 def _as_batch(frame, name):
@@ -111,12 +96,6 @@ STRIP_ROWS = 256
 """Strip height: at 4K a strip with its margins is ~1.2 MP, which keeps the peak near 6.5 GB."""
 
 
-KEEP_MEMORY_PIXELS = 1280 * 768
-"""Interpolating a padded frame of at most this many pixels (720p) on the CPU makes malloc keep freed memory for
-reuse (:func:`core.device.keep_freed_memory`): 1.3x faster at 640x480. Larger frames leave the allocator alone,
-because keeping freed memory raises their peak (1080p: +35%)."""
-
-
 def synthesized_in_strips(height, width, low_memory="auto"):
     """Whether a padded frame of height x width is synthesized in strips: always for ``low_memory`` True, never
     for False, above :data:`STRIP_PIXELS` for "auto"."""
@@ -136,8 +115,8 @@ class Interpolator:
     still_threshold: pairs whose mean absolute difference (in [0, 1]) is below it are still: every time step is
         (1 - t) * frame0 + t * frame1 (the picture itself) and their flow is zero, without running the network
         (default :data:`STILL_THRESHOLD`; 0 always runs it).
-    On the CPU, frames up to :data:`KEEP_MEMORY_PIXELS` switch the process's malloc to keeping freed memory
-    (faster; see :func:`core.device.keep_freed_memory`; opt out with UPR_KEEP_FREED_MEMORY=0).
+    On the CPU, frames up to :data:`core.device.KEEP_MEMORY_PIXELS` switch the process's malloc to keeping freed
+    memory (faster; see :func:`core.device.keep_freed_memory`; opt out with UPR_KEEP_FREED_MEMORY=0).
     """
 
     def __init__(self, model, device="auto", pyr_level=None, nr_lvl_skipped=None, low_memory="auto",
@@ -150,8 +129,11 @@ class Interpolator:
             raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
         if low_memory not in ("auto", True, False):
             raise InputError(f"low_memory must be 'auto', True or False, got {low_memory!r}")
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if channels_last is None:
+            self.memory_format = default_memory_format(self.device)
+        else:
+            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.channels_last = self.memory_format == torch.channels_last
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.pyr_level = pyr_level
         self.nr_lvl_skipped = nr_lvl_skipped
@@ -207,8 +189,7 @@ class Interpolator:
         img0, img1 = (pad_to_multiple(img.to(self.device), multiple).contiguous(memory_format=self.memory_format)
                       for img in (img0, img1))
         strips = synthesized_in_strips(*img0.shape[-2:], self.low_memory)
-        if self.device.type == "cpu" and img0.shape[-2] * img0.shape[-1] <= KEEP_MEMORY_PIXELS:
-            keep_freed_memory()
+        apply_allocator_policy(self.device, img0.shape[-2] * img0.shape[-1])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
             frames = [self.model.synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()

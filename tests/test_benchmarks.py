@@ -296,7 +296,7 @@ def test_xtest_scores_all_seven_frames_per_scene(data, tmp_path, capsys):
 def test_xtest_defaults_to_the_papers_pyramid():
     args = benchmark_common.build_parser(benchmark_8x_4k1000fps.SPEC).parse_args(["--test_data_path", "x"])
     assert (args.pyr_level, args.nr_lvl_skipped) == (7, 2)
-    assert core.interpolator.pad_multiple(args.pyr_level) == 256
+    assert core.frames.pad_multiple(args.pyr_level) == 256
     for module, level in ((benchmark_vimeo90k, 3), (benchmark_ucf101, 3), (benchmark_snufilm, 5)):
         args = benchmark_common.build_parser(module.SPEC).parse_args(["--data_root", "x"])
         assert (args.pyr_level, args.nr_lvl_skipped, args.model_size) == (level, 0, "base")

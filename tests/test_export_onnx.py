@@ -179,8 +179,8 @@ def test_cli_exports_the_shipped_checkpoint_and_checks_it(shipped_export):
 def test_onnx_runtime_on_a_real_pair_with_the_shipped_weights(shipped_export):
     """carphone frames 0 and 2 (176x144, a multiple of 16) with the shipped checkpoint, through the file the
     CLI wrote (traced at 32x16)."""
-    from core.frames import read_image, to_float, to_rgb
-    from core.interpolator import SHIPPED_CHECKPOINT, pad_to_multiple
+    from core.frames import pad_to_multiple, read_image, to_float, to_rgb
+    from core.interpolator import SHIPPED_CHECKPOINT
 
     model = core.load_weights(core.build_model("base"), SHIPPED_CHECKPOINT).eval()
     frames = [read_image(os.path.join(ROOT, "demo", "images", f"carphone_{k}.png")) for k in (0, 2)]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import core
-from core.interpolator import InputError, choose_pyramid, pad_multiple
+from core.frames import pad_multiple
+from core.interpolator import InputError, choose_pyramid
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +143,8 @@ def test_bf16_fast_mode_stays_close(golden):
 
 def test_only_small_frames_switch_the_allocator_to_keeping_freed_memory(interpolator, monkeypatch):
     calls = []
-    monkeypatch.setattr(core.interpolator, "keep_freed_memory", lambda: calls.append(1))
-    monkeypatch.setattr(core.interpolator, "KEEP_MEMORY_PIXELS", 64 * 64)
+    monkeypatch.setattr(core.device, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(core.device, "KEEP_MEMORY_PIXELS", 64 * 64)
     big = torch.rand(1, 3, 96, 96)                    # padded to 128 x 128: above the limit
     interpolator.interpolate_tensors(big, big.flip(-1))
     assert calls == []

@@ -113,17 +113,30 @@ def test_strip_synthesis_equals_whole_frame(golden, golden_model):
 
 
 def test_channels_last_gradients_match_default_layout(golden):
-    torch.manual_seed(0)
+    """Gradients in both memory formats agree with a float64 run, within a bound scaled by the gradient's norm.
+
+    The tolerance comes from float32 arithmetic, not from one CPU's kernels: a parameter's gradient sums about 1e5
+    terms, whose float32 rounding moves it by about eps * sqrt(1e5) ~ 2e-5 of its norm, and float32 flips floor()
+    of a few splatting targets against float64, which changes those pixels' flow gradients outright. Measured
+    (per parameter, relative to the norm): at most 1.4e-3 on an AVX-512 host and on AVX2 kernels
+    (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), in either layout; a layout bug is of order 1. Element-wise
+    relative tolerances do not work here: a near-zero element may differ by 3e-4 of itself.
+    """
     case = golden["cases"][3]                       # the batched case, N = 2
     grads = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        model = core.load_weights(core.build_model("base"), golden["state_dict"]).to(memory_format=memory_format)
-        img0, img1 = (case[k].contiguous(memory_format=memory_format) for k in ("img0", "img1"))
+    for dtype, memory_format in ((torch.float64, torch.contiguous_format), (torch.float32, torch.contiguous_format),
+                                 (torch.float32, torch.channels_last)):
+        model = core.load_weights(core.build_model("base"), golden["state_dict"])
+        model = model.to(dtype=dtype, memory_format=memory_format)
+        img0, img1 = (case[k].to(dtype).contiguous(memory_format=memory_format) for k in ("img0", "img1"))
         interp, bi_flow, _ = model(img0, img1, case["time_period"])
         (interp.square().mean() + 1e-3 * bi_flow.abs().mean()).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        grads.append([p.grad.double() for p in model.parameters()])
+    for (name, _), reference, default, channels_last in zip(model.named_parameters(), *grads):
+        scale = reference.norm()
+        assert scale > 0, name
+        assert (default - reference).norm() <= 1e-2 * scale, name
+        assert (channels_last - reference).norm() <= 1e-2 * scale, name
 
 
 def test_new_model_starts_as_frame_averaging():
@@ -171,13 +184,14 @@ def test_frame_size_off_the_pyramid_multiple_is_a_clear_error(shape, pyr_level, 
 
 
 def test_prepare_for_inference_runs_channels_last_and_matches_the_golden_cases(golden, monkeypatch):
-    """prepare_for_inference(): eval, channels_last weights, inputs converted on entry, malloc set-up for small
-    frames; the outputs stay within the golden tolerances."""
+    """prepare_for_inference(): eval, channels_last weights, inputs converted on entry, malloc set up once by the
+    call (never by a forward pass); the outputs stay within the golden tolerances."""
     import core.device
     kept = []
     monkeypatch.setattr(core.device, "keep_freed_memory", lambda: kept.append(True))
     model = core.load_weights(core.build_model("base"), golden["state_dict"]).train()
     assert model.prepare_for_inference() is model and not model.training
+    assert kept == [True]
     weight = model.synthesis_network.pred.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     layouts = []
@@ -188,4 +202,4 @@ def test_prepare_for_inference_runs_channels_last_and_matches_the_golden_cases(g
             _check_case(case, model(case["img0"], case["img1"], case["time_period"], pyr_level=case["pyr_level"],
                                     nr_lvl_skipped=case["nr_lvl_skipped"]))
     hook.remove()
-    assert layouts and all(layouts) and len(kept) == len(golden["cases"])
+    assert layouts and all(layouts) and kept == [True]

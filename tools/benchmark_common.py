@@ -19,7 +19,7 @@ from core.baselines import METHODS, build_baseline
 from core.cli import UsageError, add_model_arguments, interpolator_from_args, interpolator_options, \
     model_file_from_args, run_cli, select_device
 from core.evaluation import evaluate
-from core.interpolator import pad_multiple
+from core.frames import pad_multiple
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 
 import core
-from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, pad_multiple, synthesized_in_strips
+from core.frames import pad_multiple
+from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, synthesized_in_strips
 from core.cli import interpolator_options, report_loaded, select_device
 from core.model import motion_estimator
 from core.ops import Splatting
@@ -268,7 +269,7 @@ def measure_onnx(path, args, threads):
     """ONNX Runtime (CPU) latency of an exported file (tools.export_onnx) interpolating t = 0.5 between the same
     frames padded to max(64, its size multiple), median of --repeats after --warmup."""
     import onnx
-    from core.interpolator import pad_to_multiple
+    from core.frames import pad_to_multiple
     from tools.export_onnx import ort_session, run_ort
 
     metadata = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}

@@ -46,7 +46,7 @@ from core.data.video_cache import FrameRefs
 from core.data.triplets import FLOW_TEACHERS, UnreadableDataError
 from core.device import keep_freed_memory
 from core.flow_viz import flow_to_color
-from core.interpolator import pad_multiple, pad_to_multiple
+from core.frames import pad_multiple, pad_to_multiple
 from core.losses import LOSS_TYPES, flow_supervision, frame_loss, matching
 from core.metrics import psnr, ssim
 from core.schedule import learning_rate

@@ -1,15 +1,17 @@
 """Feature pyramid shared by motion estimation and synthesis."""
 import torch.nn as nn
 
+from .initialization import LEAKY_RELU_SLOPE, init_for
+
 
 def conv_lrelu_stage(in_channels, out_channels, first_stride):
     """Four 3x3 convs with LeakyReLU(0.1); the first has the given stride."""
     layers = []
     for i in range(4):
         layers += [
-            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3,
-                      stride=first_stride if i == 0 else 1, padding=1),
-            nn.LeakyReLU(0.1, inplace=True),
+            init_for(nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3,
+                               stride=first_stride if i == 0 else 1, padding=1), LEAKY_RELU_SLOPE),
+            nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True),
         ]
     return nn.Sequential(*layers)
 

@@ -4,11 +4,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import correlation, splat
+from .initialization import LEAKY_RELU_SLOPE, OUTPUT, init_for
 
 
 def conv_lrelu(in_channels, out_channels, kernel_size):
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-                         nn.LeakyReLU(0.1, inplace=True))
+    return nn.Sequential(init_for(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+                                  LEAKY_RELU_SLOPE),
+                         nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True))
 
 
 class MotionEstimator(nn.Module):
@@ -31,7 +33,7 @@ class MotionEstimator(nn.Module):
         self.conv_layer3 = conv_lrelu(widths[1], widths[2], 3)
         self.conv_layer4 = conv_lrelu(widths[2], widths[3], 3)
         self.conv_layer5 = conv_lrelu(widths[3], widths[4], 3)
-        self.conv_layer6 = nn.Sequential(nn.Conv2d(widths[4], 4, 3, padding=1))
+        self.conv_layer6 = nn.Sequential(init_for(nn.Conv2d(widths[4], 4, 3, padding=1), OUTPUT))
 
     def forward(self, feat0, feat1, last_flow, last_hidden):
         """feat0, feat1: N x C x h x w; last_flow: N x 4 x h x w; last_hidden: N x hidden x h x w.

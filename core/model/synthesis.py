@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import Splatting
+from .initialization import OUTPUT, PRELU_INITIAL_SLOPE, init_for
 
 
 STRIP_MARGIN = 32
@@ -13,11 +14,13 @@ convs) + 1 + 4 (down to 1/2) + 2 + 8 (down to 1/4) + 4 + 2 (up to 1/2) + 2 + 1 (
 
 
 def conv_prelu(in_channels, out_channels, stride=1):
-    return [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), nn.PReLU(out_channels)]
+    return [init_for(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), PRELU_INITIAL_SLOPE),
+            nn.PReLU(out_channels, init=PRELU_INITIAL_SLOPE)]
 
 
 def deconv_prelu(in_channels, out_channels):
-    return [nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1), nn.PReLU(out_channels)]
+    return [init_for(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1), PRELU_INITIAL_SLOPE),
+            nn.PReLU(out_channels, init=PRELU_INITIAL_SLOPE)]
 
 
 def flow_pyramid(flow):
@@ -51,7 +54,7 @@ class SynthesisNetwork(nn.Module):
         self.decoder_up1 = nn.Sequential(*deconv_prelu(4 * c + 8 * f, 2 * c), *conv_prelu(2 * c, 2 * c))
         self.decoder_up2 = nn.Sequential(*deconv_prelu(4 * c, c), *conv_prelu(c, c))
         self.decoder_conv = nn.Sequential(*conv_prelu(2 * c, c), *conv_prelu(c, c))
-        self.pred = nn.Conv2d(c, 5, 3, padding=1)
+        self.pred = init_for(nn.Conv2d(c, 5, 3, padding=1), OUTPUT)
 
     def forward(self, img0, img1, feats0, feats1, bi_flow, time_period, last_interp=None, strip_rows=None):
         """img0, img1: N x 3 x H x W; feats*: the frame's feature pyramid; bi_flow: N x 4 x H x W (pixels).

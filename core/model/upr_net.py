@@ -18,8 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import apply_allocator_policy
 from ..options import model_options
 from .feature_pyramid import FeaturePyramid
+from .initialization import initialize_weights
 from .motion_estimator import MotionEstimator
 from .synthesis import SynthesisNetwork, upsample_flow
 
@@ -76,45 +78,8 @@ def check_frame_sizes(img0, img1, pyr_level):
     if height % multiple or width % multiple:
         raise ValueError(f"UPR-Net with pyr_level={pyr_level} needs frame height and width that are multiples of "
                          f"2^(pyr_level + 1) = {multiple}, got {height}x{width} (H x W); pad the frames (e.g. "
-                         f"core.interpolator.pad_to_multiple) or use core.Interpolator, which pads any size and "
+                         f"core.frames.pad_to_multiple) or use core.Interpolator, which pads any size and "
                          f"crops back")
-
-
-def initialize_weights(model):
-    """Variance-preserving (He) initialisation for training from scratch.
-
-    PyTorch's default conv initialisation shrinks activations by about sqrt(3) per layer, so after the feature
-    pyramid the correlation volume is nearly flat and the motion estimator barely learns on a small budget.
-    Here every convolution gets He-normal weights for the slope of the activation that follows it (LeakyReLU 0.1
-    or PReLU's initial 0.25; a transposed conv's fan-in counts the inputs that reach one output pixel) and zero
-    bias (feature-pyramid filters also zero-mean, see below); the two output convolutions (flow and
-    residual/masks) start near zero, so a new model begins by blending the frames with zero flow. Loading weights
-    replaces all of this.
-    """
-    modules = list(model.modules())
-    for module, following in zip(modules, modules[1:] + [None]):
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            slope = 0.25 if isinstance(following, nn.PReLU) else 0.1 if isinstance(following, nn.LeakyReLU) else 1.0
-            k = module.kernel_size[0] * module.kernel_size[1]
-            if isinstance(module, nn.ConvTranspose2d):
-                fan_in = module.in_channels * k // (module.stride[0] * module.stride[1])
-            else:
-                fan_in = module.in_channels * k // module.groups
-            std = (2.0 / ((1 + slope ** 2) * fan_in)) ** 0.5 if following is not None and slope < 1 else 1e-3
-            nn.init.normal_(module.weight, 0.0, std)
-            nn.init.zeros_(module.bias)
-    # Zero-mean filters in the feature pyramid: features then respond to texture rather than brightness, so even
-    # untrained features correlate best at the true displacement (58% of pixels vs 8% with plain He init on
-    # shifted synthetic images), and the motion estimator has an informative cost volume from the first step.
-    for module in model.feat_pyramid.modules():
-        if isinstance(module, nn.Conv2d):
-            weight = module.weight.data
-            std = weight.std()
-            weight -= weight.mean(dim=(1, 2, 3), keepdim=True)
-            weight *= std / weight.std()
-    for output in (model.motion_estimator.conv_layer6[0], model.synthesis_network.pred):
-        nn.init.normal_(output.weight, 0.0, 1e-3)
-        nn.init.zeros_(output.bias)
 
 
 class UPRNet(nn.Module):
@@ -130,27 +95,26 @@ class UPRNet(nn.Module):
         self.motion_estimator = MotionEstimator(4 * options.feature_channels, options.motion_channels,
                                                 options.max_displacement)
         self.synthesis_network = SynthesisNetwork(options.feature_channels, options.synthesis_channels)
-        self.keep_freed_memory = False
+        self.input_memory_format = None
+        """Memory format that :meth:`estimate_motion` converts its inputs to (None: leave them as they come); set
+        by :meth:`prepare_for_inference`."""
         initialize_weights(self)
 
-    def prepare_for_inference(self):
-        """Eval mode and, for CPU weights, the fast CPU set-up of :class:`core.Interpolator`: channels_last weights
-        (inputs are then converted on entry, see :meth:`estimate_motion`) and, for frames up to 720p, malloc
-        keeping freed memory (:func:`core.device.keep_freed_memory`). A direct call then runs as fast as through the
-        Interpolator (about 1.6x faster than the default layout at 640x480 on two cores); results agree with the
-        default layout to float rounding. Returns the model::
+    def prepare_for_inference(self, max_frame_pixels=None):
+        """An entry point's set-up for direct calls, as :class:`core.Interpolator` does it: eval mode and, for CPU
+        weights, channels_last weights and inputs (converted on entry to :meth:`estimate_motion`) and glibc's malloc
+        keeping freed memory (:func:`core.device.apply_allocator_policy`: process-wide, applied here once, and only
+        when ``max_frame_pixels``, the largest padded frame to be run, is None or at most 720p). Results agree with
+        the default layout to float rounding; speed-ups in docs/performance.md. Returns the model::
 
             model = core.load_weights(core.build_model("base"), "upr-base.pkl").prepare_for_inference()
         """
         self.eval()
         if next(self.parameters()).device.type == "cpu":
             self.to(memory_format=torch.channels_last)
-            self.keep_freed_memory = True
+            self.input_memory_format = torch.channels_last
+            apply_allocator_policy("cpu", max_frame_pixels)
         return self
-
-    def _weights_channels_last(self):
-        weight = self.feat_pyramid.conv_stage0[0].weight
-        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def _levels(self, pyr_level, nr_lvl_skipped):
         pyr_level = self.pyr_level if pyr_level is None else pyr_level
@@ -164,19 +128,13 @@ class UPRNet(nn.Module):
         """Run feature extraction and motion estimation over the pyramid.
 
         img0, img1: N x 3 x H x W in [0, 1], H and W divisible by 2^(pyr_level + 1) (else a ValueError; the
-        Interpolator pads any size). On the CPU, inputs are converted to channels_last when the weights are.
+        Interpolator pads any size). Inputs are converted to :attr:`input_memory_format` when it is set.
         Returns a list of :class:`LevelMotion`, coarse to fine, one per level to synthesize.
         """
         pyr_level, nr_lvl_skipped = self._levels(pyr_level, nr_lvl_skipped)
         check_frame_sizes(img0, img1, pyr_level)
-        if img0.device.type == "cpu" and self._weights_channels_last():
-            # the weights were put in channels_last (prepare_for_inference, or by hand): run in that layout
-            img0, img1 = (img.contiguous(memory_format=torch.channels_last) for img in (img0, img1))
-            if self.keep_freed_memory:
-                from ..device import keep_freed_memory
-                from ..interpolator import KEEP_MEMORY_PIXELS
-                if img0.shape[-2] * img0.shape[-1] <= KEEP_MEMORY_PIXELS:
-                    keep_freed_memory()
+        if self.input_memory_format is not None:
+            img0, img1 = (img.contiguous(memory_format=self.input_memory_format) for img in (img0, img1))
         levels = []
         flow = hidden = None
         for level in range(pyr_level - 1, nr_lvl_skipped - 1, -1):
