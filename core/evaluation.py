@@ -22,26 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import metrics
-from .frames import FrameError, read_image, write_image
-from .frames import pad_multiple
+from .frames import FrameError, image_to_tensor, pad_multiple, read_image, tensor_to_float, write_image
 
 SCORE_KEYS = ("psnr", "ssim", "psnr_float", "ssim_float")
 _SSIM_DIRECT_LIMIT = 2 ** 22        # values per image up to which SSIM is computed in one piece
 _SSIM_BAND_PIXELS = 2 ** 20         # pixels per band and channel beyond that (bounds memory at 4K)
-
-
-def _raw_tensor(image):
-    """H x W x 3 uint8 array -> 3 x H x W uint8 tensor (4x smaller to ship from workers); other dtypes ->
-    3 x H x W float32 in [0, 1]."""
-    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    if image.dtype == "uint8":
-        return tensor
-    return tensor.float() / 65535.0 if image.dtype == "uint16" else tensor.float()
-
-
-def to_unit_float(tensor):
-    """uint8 tensor -> float32 / 255; float tensors unchanged."""
-    return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
 
 
 class SampleFrames(Dataset):
@@ -58,8 +43,8 @@ class SampleFrames(Dataset):
     def __getitem__(self, index):
         sample = self.samples[index]
         try:
-            img0, img1 = _raw_tensor(read_image(sample.frame0)), _raw_tensor(read_image(sample.frame1))
-            targets = [_raw_tensor(read_image(path)) for path in sample.targets]
+            img0, img1 = (image_to_tensor(read_image(path), keep_uint8=True)[0] for path in (sample.frame0, sample.frame1))
+            targets = [image_to_tensor(read_image(path), keep_uint8=True)[0] for path in sample.targets]
             for path, image in zip((sample.frame1, *sample.targets), (img1, *targets)):
                 if image.shape != img0.shape:
                     raise FrameError(f"{path} is {image.shape[2]}x{image.shape[1]} but {sample.frame0} is "
@@ -181,14 +166,14 @@ def evaluate(interpolator, benchmark, batch_size=1, num_workers=0, save_dir=None
             for group in _stackable_groups(items, samples):
                 group_samples = [samples[item["index"]] for item in group]
                 times = group_samples[0].times
-                img0 = to_unit_float(torch.stack([item["img0"] for item in group]).to(device))
-                img1 = to_unit_float(torch.stack([item["img1"] for item in group]).to(device))
+                img0 = tensor_to_float(torch.stack([item["img0"] for item in group]).to(device))
+                img1 = tensor_to_float(torch.stack([item["img1"] for item in group]).to(device))
                 targets = torch.stack([item["targets"] for item in group])        # N x T x 3 x H x W
                 if hasattr(interpolator, "pyramid_for"):
                     pyramids[interpolator.pyramid_for(*img0.shape[-2:])] += 1
                 frames, _ = interpolator.interpolate_tensors(img0, img1, list(times))
                 for step, frame in enumerate(frames):
-                    scores = score_frames(frame.to(score_device), to_unit_float(targets[:, step].to(score_device)))
+                    scores = score_frames(frame.to(score_device), tensor_to_float(targets[:, step].to(score_device)))
                     for n, sample in enumerate(group_samples):
                         table.add_frame(sample.subset, {key: scores[key][n] for key in SCORE_KEYS},
                                         name=sample.save_names[step])

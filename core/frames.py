@@ -1,9 +1,12 @@
-"""Reading, converting and writing frames.
+"""Reading, converting, padding and writing frames: the one module every other converts frames with.
 
-Frames inside the project are RGB. On disk any 8- or 16-bit PNG/JPEG works: grayscale is replicated to three
-channels, an alpha channel is dropped, 16-bit values are scaled to [0, 1].
+Frames inside the project are RGB. Arrays are H x W x 3 (numpy: uint8, uint16 or float in [0, 1]); tensors are
+[N x] 3 x H x W float32 in [0, 1] (or uint8 where frames are shipped between processes). On disk any 8- or 16-bit
+PNG/JPEG works: grayscale is replicated to three channels, an alpha channel is dropped, 16-bit values are scaled
+to [0, 1].
 """
 import os
+import re
 
 import cv2
 import numpy as np
@@ -52,9 +55,38 @@ def to_float(image):
     raise FrameError(f"unsupported image dtype {image.dtype}")
 
 
-def image_to_tensor(image):
-    """RGB H x W x 3 array (any supported dtype) -> 1 x 3 x H x W float32 tensor in [0, 1]."""
-    return torch.from_numpy(to_float(to_rgb(image))).permute(2, 0, 1).unsqueeze(0).contiguous()
+def to_uint8(image):
+    """Grey, RGB or RGBA uint8 / uint16 / float image -> H x W x 3 uint8, rounded (floats clipped to [0, 1])."""
+    image = to_rgb(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return from_float(to_float(image), np.uint8)
+
+
+def from_float(image, dtype):
+    """Float array in [0, 1] -> ``dtype``: uint8 or uint16 (clipped, rounded), else float32."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.uint16):
+        scale = float(np.iinfo(dtype).max)
+        return (np.clip(image, 0.0, 1.0) * scale + 0.5).astype(dtype)
+    return image.astype(np.float32)
+
+
+def image_to_tensor(image, keep_uint8=False):
+    """Grey, RGB or RGBA array (uint8, uint16 or float) -> 1 x 3 x H x W float32 tensor in [0, 1]; with
+    ``keep_uint8`` a uint8 array stays a uint8 tensor (4x smaller to ship from data workers; see
+    :func:`tensor_to_float`)."""
+    image = to_rgb(image)
+    if keep_uint8 and image.dtype == np.uint8:
+        return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).contiguous()
+    return torch.from_numpy(to_float(image)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_float(tensor):
+    """uint8 tensor -> float32 / 255; other tensors -> float32."""
+    return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
 
 
 def tensor_to_image(tensor):
@@ -63,6 +95,12 @@ def tensor_to_image(tensor):
         tensor = tensor[0]
     array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     return (array * 255.0 + 0.5).astype(np.uint8)
+
+
+def natural_key(name):
+    """Sort key for file and folder names: digit runs compare as numbers ("frame2" before "frame10"), letters
+    ignoring case, ties broken by the name itself (so the order is total)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)], name
 
 
 def write_image(path, image):

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import CheckpointError, default_model_file, load_weights
 from .device import apply_allocator_policy, default_memory_format, resolve_device
-from .frames import FrameError, pad_multiple, pad_to_multiple, to_float, to_rgb
+from .frames import FrameError, from_float, image_to_tensor, pad_multiple, pad_to_multiple, tensor_to_float
 from .model import UPRNet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,21 +49,19 @@ def choose_pyramid(height, width):
 
 
 def _as_batch(frame, name):
-    """numpy H x W x C (uint8/uint16/float) or tensor [1 x] 3 x H x W float -> 1 x 3 x H x W float32 tensor."""
+    """numpy H x W x C (uint8/uint16/float) or tensor [1 x] 3 x H x W (uint8 or float) -> N x 3 x H x W float32."""
     if isinstance(frame, np.ndarray):
         try:
-            return torch.from_numpy(to_float(to_rgb(frame))).permute(2, 0, 1).unsqueeze(0)
+            return image_to_tensor(frame)
         except FrameError as error:
             raise InputError(f"{name}: {error}") from None
     if isinstance(frame, torch.Tensor):
         tensor = frame.unsqueeze(0) if frame.dim() == 3 else frame
         if tensor.dim() != 4 or tensor.shape[1] != 3:
             raise InputError(f"{name}: expected a 3 x H x W or N x 3 x H x W tensor, got {tuple(frame.shape)}")
-        if tensor.dtype == torch.uint8:
-            return tensor.float() / 255.0
-        if not tensor.is_floating_point():
+        if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
             raise InputError(f"{name}: unsupported tensor dtype {tensor.dtype}")
-        return tensor.float()
+        return tensor_to_float(tensor)
     raise InputError(f"{name}: expected a numpy array or a torch tensor, got {type(frame).__name__}")
 
 
@@ -82,12 +80,7 @@ def _like_input(result, frame):
         if frame.dtype == torch.uint8:
             result = (result * 255.0).round().to(torch.uint8)
         return result[0] if frame.dim() == 3 else result
-    array = result[0].permute(1, 2, 0).cpu().numpy()
-    if frame.dtype == np.uint8:
-        return (array * 255.0 + 0.5).astype(np.uint8)
-    if frame.dtype == np.uint16:
-        return (array * 65535.0 + 0.5).astype(np.uint16)
-    return array.astype(np.float32)
+    return from_float(result[0].permute(1, 2, 0).cpu().numpy(), frame.dtype)
 
 
 STRIP_PIXELS = 2_500_000

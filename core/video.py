@@ -41,14 +41,13 @@ import dataclasses
 import fractions
 import io
 import os
-import re
 import warnings
 
 import av
 import cv2
 import numpy as np
 
-from .frames import FrameError, read_image, to_float, to_rgb
+from .frames import FrameError, natural_key, read_image, to_float, to_rgb, to_uint8
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
 """Output paths with these extensions are written as videos; anything else is a folder of PNG frames."""
@@ -107,16 +106,6 @@ def frame_to_rgb(frame):
     if frame.format.name == "yuv420p":
         return yuv420p_to_rgb(frame)
     return frame.to_ndarray(format="rgb24")
-
-
-def to_uint8(image):
-    """RGB (or grey / RGBA) uint8 / uint16 / float image -> H x W x 3 uint8, rounded."""
-    image = to_rgb(image)
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return (np.clip(to_float(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def rgb_to_yuv420p(rgb):
@@ -236,10 +225,6 @@ class VideoReader(_Closable):
         self.container.close()
 
 
-def _natural_key(name):
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def list_frame_files(folder):
     """The frame images (:data:`FRAME_EXTENSIONS`) of ``folder`` in natural order (frame2 before frame10); if it
     holds PNGs and other images, the PNGs."""
@@ -247,7 +232,7 @@ def list_frame_files(folder):
              and os.path.isfile(os.path.join(folder, n))]
     if any(n.lower().endswith(".png") for n in names):
         names = [n for n in names if n.lower().endswith(".png")]
-    return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
+    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
 def is_video_file(path):

@@ -22,9 +22,8 @@ import numpy as np
 
 from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args, model_file_from_args
 from core.flow_viz import flow_to_color
-from core.frames import image_to_tensor, read_image, write_image
+from core.frames import image_to_tensor, read_image, to_uint8, write_image
 from core.metrics import psnr
-from core.video import to_uint8
 
 TILE_MIN, TILE_MAX = 320, 640  # sheet tiles are scaled into this width range
 LABEL_HEIGHT = 24

@@ -11,9 +11,10 @@ resolving paths. Every listed file is checked up front, so a missing list file o
     xtest(DIR)      DIR/<type>/<scene>/*.png, 33 frames: 8x between frames 0 and 32, GT frames 4, 8, ..., 28
 """
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
+
+from ..frames import natural_key
 
 SNUFILM_SUBSETS = ("easy", "medium", "hard", "extreme")
 XTEST_FRAMES_PER_SCENE = 33
@@ -52,11 +53,6 @@ class BenchmarkSet:
 
     def counts(self):
         return Counter(sample.subset for sample in self.samples)
-
-
-def natural_key(text):
-    """Sort key that orders "2" before "10" (and "frame_2" before "frame_10")."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _require_dir(path, what):
@@ -205,6 +201,3 @@ def xtest(root, limit=None):
         raise ValueError(f"no X-TEST scenes found: expected {root}/<type>/<scene>/*.png "
                          f"({XTEST_FRAMES_PER_SCENE} frames per scene)")
     return BenchmarkSet("xtest", root, samples)
-
-
-BENCHMARKS = {"vimeo90k": vimeo90k, "ucf101": ucf101, "snufilm": snufilm, "xtest": xtest}

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from .triplets import image_tensor
+from ..frames import image_to_tensor
+
 
 SKIMAGE_TEXTURES = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel",
                     "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "page", "text")
@@ -197,7 +198,7 @@ class SyntheticMotion(torch.utils.data.Dataset):
         gt, _ = self._render(layers, t)
         img1, visible1 = self._render(layers, 1.0)
         flow = np.concatenate([self._flow(layers, visible0, 0.0, 1.0), self._flow(layers, visible1, 1.0, 0.0)], 2)
-        return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
+        return {"img0": image_to_tensor(img0)[0], "img1": image_to_tensor(img1)[0], "gt": image_to_tensor(gt)[0],
                 "time": torch.tensor(t, dtype=torch.float32),
                 "flow": torch.from_numpy(flow).permute(2, 0, 1).contiguous(),
                 "flow_valid": torch.ones(2, *self.size), "skipped": torch.tensor(0)}

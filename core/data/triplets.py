@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..frames import FrameError, read_image
-from ..video import DEFAULT_SCENE_THRESHOLD, VideoError, find_scene_cuts, to_uint8
+from ..frames import FrameError, image_to_tensor, read_image, to_uint8
+from ..video import DEFAULT_SCENE_THRESHOLD, VideoError, find_scene_cuts
 from .augment import augment_triplet, ensure_min_size, random_crop
 from .video_cache import CachedFrames, cut_indices, prepare_cache
 from .video_frames import list_video_sources, read_all_frames
@@ -57,10 +57,6 @@ def consistent_flow_mask(flow, alpha=0.01, beta=0.5):
 
 
 FLOW_TEACHERS = ("none", "dis", "dis_consistent")   # the reference flows a TripletDataset can attach
-
-
-def image_tensor(image):
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
 class TripletDataset(torch.utils.data.Dataset):
@@ -117,7 +113,7 @@ class TripletDataset(torch.utils.data.Dataset):
                 valid = consistent_flow_mask(flow)
             else:
                 valid = torch.ones(2, *flow.shape[1:])
-        return {"img0": image_tensor(img0), "img1": image_tensor(img1), "gt": image_tensor(gt),
+        return {"img0": image_to_tensor(img0)[0], "img1": image_to_tensor(img1)[0], "gt": image_to_tensor(gt)[0],
                 "time": torch.tensor(t, dtype=torch.float32), "flow": flow, "flow_valid": valid}
 
 

@@ -23,7 +23,8 @@ import warnings
 import numpy as np
 from tqdm import tqdm
 
-from ..video import VideoDecodeWarning, grey_thumbnail, open_reader, to_uint8
+from ..frames import to_uint8
+from ..video import VideoDecodeWarning, grey_thumbnail, open_reader
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

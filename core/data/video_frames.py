@@ -2,7 +2,8 @@
 import os
 import warnings
 
-from ..video import VideoDecodeWarning, is_video_file, list_frame_files, open_reader, to_uint8
+from ..frames import to_uint8
+from ..video import VideoDecodeWarning, is_video_file, list_frame_files, open_reader
 
 
 def read_all_frames(source):
