@@ -5,7 +5,13 @@ DDP, so their keys carry a ``module.`` prefix; they load unchanged. Put in ``che
 original README (or their own), they are found by model size alone (:func:`default_model_file`).
 Nothing is ever unpickled beyond tensors:
 ``.pkl``/``.pth``/``.pt`` files go through ``torch.load(..., weights_only=True)``.
+
+Weights saved here (:func:`save_weights`) also record the model's size name and :class:`~core.options.ModelOptions`
+(:data:`MODEL_OPTIONS_KEY`), so :func:`load_model` builds the right network from the file alone, custom widths
+included; files without them (the official ones) are sized from their tensors.
 """
+import dataclasses
+import json
 import os
 import pickle
 import tempfile
@@ -13,7 +19,8 @@ import warnings
 
 import torch
 
-from .options import MODEL_SIZES
+from .model import UPRNet
+from .options import MODEL_SIZES, ModelOptions
 
 _SIZE_PROBE_KEY = "feat_pyramid.conv_stage0.0.weight"
 
@@ -30,12 +37,40 @@ original README uses, then the official release's names. ``upr-base.pkl`` is als
 here), so for base an official ``upr.pkl`` placed beside it takes precedence."""
 
 
+MODEL_OPTIONS_KEY = "__model_options__"
+"""Where a weights file records its model: in a torch file (.pkl/.pth/.pt) a reserved key beside the tensors whose
+value is a dict of plain values (``{"model_size": "base", "feature_channels": 16, "motion_channels": [160, ...],
+...}``: ``torch.load(weights_only=True)`` reads it, and a non-strict ``load_state_dict`` ignores it); in a
+.safetensors file the same dict as JSON in the metadata. :func:`read_state_dict` leaves it out."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
 
 
-def read_state_dict(path):
-    """Read a state dict from ``path`` (.pkl/.pth/.pt via weights_only torch.load, or .safetensors).
+def options_record(model_size, options):
+    """The plain-value dict saved under :data:`MODEL_OPTIONS_KEY` for a model of ``model_size`` / ``options``."""
+    record = {"model_size": str(model_size), **dataclasses.asdict(options)}
+    record["motion_channels"] = list(options.motion_channels)
+    return record
+
+
+def options_from_record(record, name="checkpoint"):
+    """(model size name, :class:`ModelOptions`) of a record written by :func:`options_record`."""
+    fields = {field.name for field in dataclasses.fields(ModelOptions)}
+    try:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k != "model_size"}
+        if not set(values) <= fields or not all(isinstance(v, (int, tuple)) for v in values.values()):
+            raise TypeError
+        return str(record.get("model_size", "custom")), ModelOptions(**values)
+    except (TypeError, AttributeError):
+        raise CheckpointError(f"{name}: unreadable model options {record!r}") from None
+
+
+def read_checkpoint(path):
+    """(state dict, (model size name, :class:`ModelOptions`) or None) of the weights file ``path`` (.pkl/.pth/.pt
+    via weights_only torch.load, or .safetensors). The options are None where the file records none (official
+    files, weights saved before options were recorded).
 
     Dicts that wrap the weights under "model" (this project's training checkpoints) or "state_dict" are
     accepted too; their weights are returned.
@@ -43,10 +78,14 @@ def read_state_dict(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    record = None
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(path, device="cpu")
+            from safetensors import safe_open
+            with safe_open(path, framework="pt", device="cpu") as f:
+                state = {key: f.get_tensor(key) for key in f.keys()}
+                text = (f.metadata() or {}).get(MODEL_OPTIONS_KEY)
+            record = json.loads(text) if text else None
         else:
             with warnings.catch_warnings():    # torch warns about pickle protocols before failing on garbage
                 warnings.simplefilter("ignore")
@@ -56,12 +95,20 @@ def read_state_dict(path):
                               f"tensors and containers (checkpoints are loaded with weights_only=True)") from None
     except Exception as error:  # truncated, empty, or not a checkpoint at all
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
-    for wrapper in ("model", "state_dict"):  # training checkpoints and {"state_dict": ...} files
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+    for wrapper in (None, "model", "state_dict"):  # training checkpoints and {"state_dict": ...} files
+        if wrapper is not None and isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
+        if isinstance(state, dict) and isinstance(state.get(MODEL_OPTIONS_KEY), dict):
+            state = dict(state)
+            record = state.pop(MODEL_OPTIONS_KEY)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return state
+    return state, (None if record is None else options_from_record(record, path))
+
+
+def read_state_dict(path):
+    """The state dict of ``path`` (see :func:`read_checkpoint`; recorded model options left out)."""
+    return read_checkpoint(path)[0]
 
 
 def default_model_file(model_size="base"):
@@ -109,7 +156,8 @@ def _named_state_dict(source, index=None):
     """(display name, state dict without ``module.``) of ``source``: a checkpoint path or a state dict."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source), strip_prefix(read_state_dict(source))
-    return ("state dict" if index is None else f"state dict {index}"), strip_prefix(dict(source))
+    state = {k: v for k, v in source.items() if k != MODEL_OPTIONS_KEY}   # e.g. a torch.load-ed file of ours
+    return ("state dict" if index is None else f"state dict {index}"), strip_prefix(state)
 
 
 def load_weights(model, source, strict=True):
@@ -119,7 +167,35 @@ def load_weights(model, source, strict=True):
     lists the missing, unexpected and mis-shaped keys and names the model size the weights look like.
     Returns ``model``.
     """
-    name, state = _named_state_dict(source)
+    return _load_named(model, *_named_state_dict(source), strict)
+
+
+def load_model(path, pyr_level=3, nr_lvl_skipped=0):
+    """A :class:`~core.model.UPRNet` built from the weights file ``path`` alone, its weights loaded (strictly).
+
+    The network has the options the file records (:func:`save_weights` records them), named after the official
+    size they equal, else after the name saved with them ("custom" where that is an official size's name, e.g. a
+    ``UPRNet("base", options=...)`` variant). A file without options (the official ones) is built as the official
+    size its widths match (:func:`guess_model_size`); none matching is a :class:`CheckpointError`.
+    """
+    path = os.fspath(path)
+    state, saved = read_checkpoint(path)
+    state = strip_prefix(state)
+    if saved is None:
+        model_size = guess_model_size(state)
+        if model_size is None:
+            raise CheckpointError(f"{path} records no model options and its widths match no official size "
+                                  f"({', '.join(MODEL_SIZES)})")
+        options = MODEL_SIZES[model_size]
+    else:
+        saved_name, options = saved
+        official = [name for name, known in MODEL_SIZES.items() if known == options]
+        model_size = official[0] if official else saved_name if saved_name not in MODEL_SIZES else "custom"
+    model = UPRNet(model_size, pyr_level, nr_lvl_skipped, options=options)
+    return _load_named(model, path, state, strict=True)
+
+
+def _load_named(model, name, state, strict):
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -158,14 +234,32 @@ def atomic_save(write, path):
         raise
 
 
-def save_weights(model_or_state, path):
-    """Save weights (no ``module.`` prefix) atomically as .safetensors or as a torch file (.pkl/.pth)."""
+def model_record(model):
+    """The :data:`MODEL_OPTIONS_KEY` record of ``model`` (a UPR-Net, or a wrapper with ``.module``: DDP, an
+    ``AveragedModel``), or None when it has no :class:`ModelOptions`."""
+    for candidate in (model, getattr(model, "module", None)):
+        options = getattr(candidate, "options", None)
+        if isinstance(options, ModelOptions):
+            return options_record(getattr(candidate, "model_size", "custom"), options)
+    return None
+
+
+def save_weights(model_or_state, path, options=None):
+    """Save weights (no ``module.`` prefix) atomically as .safetensors or as a torch file (.pkl/.pth).
+
+    A model's size name and :class:`ModelOptions` are recorded with them (:data:`MODEL_OPTIONS_KEY`); for a bare
+    state dict give ``options`` as ``(model_size, ModelOptions)`` to record them (else none are).
+    """
+    record = model_record(model_or_state) if options is None else options_record(*options)
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
     state = {k: v.detach().cpu().contiguous() for k, v in strip_prefix(dict(state)).items()}
     if os.fspath(path).endswith(".safetensors"):
         from safetensors.torch import save_file
-        atomic_save(lambda tmp: save_file(state, tmp), path)
+        metadata = None if record is None else {MODEL_OPTIONS_KEY: json.dumps(record)}
+        atomic_save(lambda tmp: save_file(state, tmp, metadata=metadata), path)
     else:
+        if record is not None:
+            state[MODEL_OPTIONS_KEY] = record
         atomic_save(lambda tmp: torch.save(state, tmp), path)
 
 

@@ -7,7 +7,8 @@ import torch
 
 import core
 import core.interpolator
-from core.checkpoint import CheckpointError, guess_model_size, read_state_dict, save_weights
+from core.checkpoint import MODEL_OPTIONS_KEY, CheckpointError, guess_model_size, read_state_dict, save_weights
+from core.options import ModelOptions
 
 
 def _params_equal(a, b):
@@ -198,3 +199,71 @@ def test_missing_official_weights_are_a_one_line_tool_error(checkpoints_dir, tmp
                                  f"or pass the file (--model_file)\n")
     with pytest.raises(core.InputError, match="no checkpoint ships for model size 'large'"):
         core.Interpolator.from_checkpoint(model_size="large")
+
+
+# ------------------------------------------------------------------------------- options saved with the weights
+
+CUSTOM = ModelOptions(feature_channels=8, motion_channels=(40, 32, 28, 24, 16), synthesis_channels=8)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".safetensors"])
+def test_custom_variant_reloads_from_its_file_alone(tmp_path, suffix):
+    """A custom ModelOptions variant saved as .pkl / .safetensors is rebuilt from the file alone (core.load_model)
+    and interpolates exactly as the saved model; the file records the options in plain values."""
+    torch.manual_seed(4)
+    model = core.UPRNet("tiny", pyr_level=2, options=CUSTOM).eval()
+    path = tmp_path / f"tiny{suffix}"
+    save_weights(model, path)
+    loaded = core.load_model(path, pyr_level=2).eval()
+    assert (loaded.model_size, loaded.options) == ("tiny", CUSTOM)
+    assert _params_equal(model, loaded)
+    img0, img1 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(img0, img1, 0.5)[0], loaded(img0, img1, 0.5)[0])
+    assert read_state_dict(path).keys() == model.state_dict().keys()          # the record is not a weight
+    if suffix == ".pkl":   # plain values beside the tensors: weights_only torch.load reads the file
+        record = torch.load(path, weights_only=True)[MODEL_OPTIONS_KEY]
+        assert record == {"model_size": "tiny", "feature_channels": 8, "motion_channels": [40, 32, 28, 24, 16],
+                          "synthesis_channels": 8, "max_displacement": 4}
+    # a network with an official size's name but other widths is saved as what it is and comes back "custom"
+    save_weights(core.UPRNet("base", options=CUSTOM), path)
+    assert (core.load_model(path).model_size, core.load_model(path).options) == ("custom", CUSTOM)
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_official_sizes_are_named_and_files_without_options_load_by_size(tmp_path, size):
+    torch.manual_seed(2)
+    model = core.build_model(size)
+    save_weights(model, tmp_path / "ours.safetensors")
+    assert core.load_model(tmp_path / "ours.safetensors").model_size == size
+    official = tmp_path / "official.pkl"           # as the official files: module. keys, no options
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, official)
+    loaded = core.load_model(official, pyr_level=2, nr_lvl_skipped=1)
+    assert (loaded.model_size, loaded.options, loaded.pyr_level) == (size, core.MODEL_SIZES[size], 2)
+    assert _params_equal(model, loaded)
+    assert _params_equal(model, core.load_weights(core.build_model(size), tmp_path / "ours.safetensors"))
+
+
+def test_shipped_checkpoint_loads_by_size_and_unsized_files_are_a_clear_error(tmp_path):
+    from core.checkpoint import CHECKPOINTS_DIR
+    shipped = os.path.join(CHECKPOINTS_DIR, "upr-base.pkl")
+    model = core.load_model(shipped)
+    assert model.model_size == "base"
+    assert _params_equal(model, core.load_weights(core.build_model("base"), shipped))
+    save_weights(core.UPRNet("tiny", options=CUSTOM).state_dict(), tmp_path / "bare.pkl")   # a state dict: no record
+    with pytest.raises(CheckpointError, match="records no model options and its widths match no official size"):
+        core.load_model(tmp_path / "bare.pkl")
+    save_weights(core.UPRNet("tiny", options=CUSTOM).state_dict(), tmp_path / "given.pkl", options=("tiny", CUSTOM))
+    assert core.load_model(tmp_path / "given.pkl").options == CUSTOM
+
+
+def test_weights_with_options_still_load_as_state_dicts(tmp_path):
+    """A torch.load-ed file of ours (record included) loads with load_weights, averages, and loads non-strictly
+    into a plain nn.Module.load_state_dict."""
+    model = core.build_model("base")
+    save_weights(model, tmp_path / "w.pkl")
+    raw = torch.load(tmp_path / "w.pkl", weights_only=True)
+    assert MODEL_OPTIONS_KEY in raw
+    assert _params_equal(model, core.load_weights(core.build_model("base"), raw))
+    assert core.average_weights([raw, tmp_path / "w.pkl"]).keys() == model.state_dict().keys()
+    core.build_model("base").load_state_dict(raw, strict=False)

@@ -24,7 +24,7 @@ import skimage.data
 import torch
 
 import core
-from core.checkpoint import read_state_dict
+from core.checkpoint import MODEL_OPTIONS_KEY, read_state_dict
 from core.losses import frame_loss
 from core.schedule import learning_rate
 from tools.greedy_soup import greedy_soup
@@ -91,7 +91,10 @@ def run_train(args, cwd, check=True):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A torch file's dict without the model-options record that weights files carry (core.checkpoint)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state.pop(MODEL_OPTIONS_KEY, None)
+    return state
 
 
 def assert_same_state(a, b):
