@@ -23,6 +23,9 @@ Odd sizes. 4:2:0 video needs even widths and heights, and H.264 cannot signal a 
 frames of odd size are padded by repeating their last row / column before encoding: a 63x47 clip is stored
 as 64x48 (the PNG-folder writer keeps the exact size). Odd-size 4:2:0 input decodes to its exact size.
 
+Without PyAV (``import av`` fails, as on images that ship only OpenCV) videos are still read, through OpenCV's
+FFmpeg backend (:class:`OpenCVVideoReader`: OpenCV's colour conversion, no audio); writing video needs PyAV.
+
 Codecs. H.264 (libx264, CRF 18, yuv420p) when PyAV's FFmpeg has it, else MPEG-4 Part 2; VP9 for .webm.
 
 Audio. The first audio stream of the source is copied packet by packet into the output, unchanged (no
@@ -43,7 +46,10 @@ import io
 import os
 import warnings
 
-import av
+try:
+    import av
+except ImportError:   # an image without PyAV (the GPU machines): videos are read through OpenCV, not written
+    av = None
 import cv2
 import numpy as np
 
@@ -225,6 +231,47 @@ class VideoReader(_Closable):
         self.container.close()
 
 
+class OpenCVVideoReader(_Closable):
+    """:class:`VideoReader`'s interface through ``cv2.VideoCapture``, for machines without PyAV: RGB uint8 frames
+    converted by OpenCV (BT.601 for SD), no audio, no colour tags. A read that fails ends the stream."""
+
+    is_folder = False
+    audio = None
+    color_tags = None
+    first_frame_time = 0.0
+    decode_error = None
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise VideoError(f"video not found: {self.path}")
+        self.capture = cv2.VideoCapture(self.path)
+        if not self.capture.isOpened():
+            raise VideoError(f"cannot open video {self.path} with OpenCV (PyAV is not installed)")
+        self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        rate = self.capture.get(cv2.CAP_PROP_FPS)
+        if not rate or not np.isfinite(rate):
+            self.capture.release()
+            raise VideoError(f"{self.path}: the video stream has no frame rate")
+        self.fps = fractions.Fraction(rate).limit_denominator(1001)
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frames_read = 0
+
+    def __iter__(self):
+        while True:
+            ok, frame = self.capture.read()
+            if not ok:
+                break
+            self.frames_read += 1
+            yield np.ascontiguousarray(frame[:, :, ::-1])
+        if not self.frames_read:
+            raise VideoError(f"no frames could be decoded from {self.path}")
+
+    def close(self):
+        self.capture.release()
+
+
 def list_frame_files(folder):
     """The frame images (:data:`FRAME_EXTENSIONS`) of ``folder`` in natural order (frame2 before frame10); if it
     holds PNGs and other images, the PNGs."""
@@ -245,7 +292,7 @@ def is_video_file(path):
     extension = os.path.splitext(path)[1].lower()
     if extension in READ_VIDEO_EXTENSIONS:
         return True
-    if extension in _NOT_VIDEO_EXTENSIONS or os.path.basename(path).startswith("."):
+    if extension in _NOT_VIDEO_EXTENSIONS or os.path.basename(path).startswith(".") or av is None:
         return False
     try:
         with av.open(path) as container:
@@ -301,7 +348,7 @@ def open_reader(path, fps=None):
     """A :class:`FrameFolderReader` for a folder (at ``fps``, default 25), else a :class:`VideoReader`."""
     if os.path.isdir(path):
         return FrameFolderReader(path, fps or 25)
-    reader = VideoReader(path)
+    reader = VideoReader(path) if av is not None else OpenCVVideoReader(path)
     if fps:  # override a wrong or missing rate in the file
         reader.fps = fractions.Fraction(fps)
     return reader
@@ -479,6 +526,8 @@ class VideoWriter(_Closable):
         self.path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
+        if av is None:
+            raise VideoError(f"cannot write video {self.path}: PyAV is not installed (pip install av)")
         try:
             self.container = av.open(self.path, mode="w")
         except (av.FFmpegError, ValueError) as error:

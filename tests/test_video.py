@@ -141,6 +141,41 @@ def test_reader_gives_fps_size_count_and_audio(tmp_path):
     assert np.abs(frames[3].astype(int) - moving_frames(12)[3]).mean() < 3
 
 
+def test_without_pyav_videos_are_read_through_opencv(tmp_path):
+    """A machine without PyAV (the GPU image) reads videos with OpenCV: same size, rate, count and pictures within
+    colour-conversion rounding; writing a video is a one-line VideoError. Run in a process where ``import av``
+    fails."""
+    import subprocess
+    import sys
+    path = make_clip(tmp_path / "clip.mp4", moving_frames(12))
+    with VideoReader(path) as reader:
+        expected = np.stack(list(reader))
+    np.save(tmp_path / "expected.npy", expected)
+    script = f"""
+import sys
+sys.modules["av"] = None            # import av raises ImportError
+import numpy as np
+from core.video import OpenCVVideoReader, VideoError, open_reader, open_writer
+with open_reader({str(path)!r}) as reader:
+    assert isinstance(reader, OpenCVVideoReader)
+    assert (reader.fps, reader.width, reader.height, reader.frame_count) == (25, 64, 48, 12), reader.fps
+    frames = np.stack(list(reader))
+expected = np.load({str(tmp_path / "expected.npy")!r})
+assert frames.shape == expected.shape and frames.dtype == np.uint8
+assert np.abs(frames.astype(int) - expected).mean() < 1.5, np.abs(frames.astype(int) - expected).mean()
+try:
+    open_writer({str(tmp_path / "out.mp4")!r}, 25, 64, 48)
+except VideoError as error:
+    assert "PyAV is not installed" in str(error)
+else:
+    raise AssertionError("writing without PyAV did not fail")
+print("ok")
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
 def test_scene_cuts_on_real_clips_fixture():
     """Strips of downscaled bikes.mp4 / carphone frames (tests/fixtures/scene_cuts/README.md)."""
     expected = {"bikes_070-081.png": [5], "bikes_131-142.png": [5], "bikes_094-105.png": [], "carphone_076-087.png": []}
