@@ -23,7 +23,11 @@ Model options shared by every tool that interpolates: :func:`add_model_arguments
 builds the :class:`core.Interpolator` from them; new Interpolator options belong in those two functions.
 Without --model_file the weights are found by --model_size (:func:`model_file_from_args`), and the file loaded
 is printed as one line on stderr.
+
+Every tool builds its parser with :func:`tool_parser`: ``--help`` is a short usage (summary, example commands,
+one line per option) ending in ``Details: docs/<page>.md``, where the long explanations live.
 """
+import argparse
 import functools
 import os
 import sys
@@ -96,6 +100,29 @@ def cli_main(fn=None, *, extra_errors=()):
     return decorate(fn) if fn is not None else decorate
 
 
+# ------------------------------------------------------------------------------------------------------ --help
+
+HELP_WIDTH = 120          # columns of --help: each option's help fits on one line
+HELP_POSITION = 35        # column where the help of an option starts
+
+
+def tool_parser(prog, doc, details, usage=None):
+    """The argparse parser of a tool, so that ``--help`` is a short usage: the description is ``doc``'s summary
+    line and its example commands (the lines up to the first unindented paragraph after the summary), the epilog
+    the one line ``Details: <details>`` (a docs page, where the long explanations live), and each option's help
+    one line. ``usage``: a short explicit usage line (default: argparse's, listing every option)."""
+    lines = (doc or "").strip("\n").splitlines()
+    head = lines[:1]
+    for line in lines[1:]:
+        if line.strip() and not line[:1].isspace():
+            break
+        head.append(line)
+    formatter = functools.partial(argparse.RawDescriptionHelpFormatter, width=HELP_WIDTH,
+                                  max_help_position=HELP_POSITION)
+    return argparse.ArgumentParser(prog=prog, usage=usage, description="\n".join(head).rstrip(),
+                                   epilog=f"Details: {details}", formatter_class=formatter)
+
+
 # ---------------------------------------------------------------------------------------------- model options
 
 def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=None, model_size=True):
@@ -107,26 +134,24 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
     group = parser.add_argument_group("model")
     if model_size:
         group.add_argument("--model_size", default="base", choices=list(MODEL_SIZES),
-                           help="model size the checkpoint was trained as (default: base)")
-    group.add_argument("--model_file", default=None,
-                       help="checkpoint (.pkl/.pth/.safetensors; default by --model_size from checkpoints/: base "
-                            "upr.pkl if present, else the shipped upr-base.pkl; large upr_large.pkl or "
-                            "upr-large.pkl; LARGE upr_llarge.pkl or upr-llarge.pkl)")
-    group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+                           help="the size the checkpoint was trained as (default: base)")
+    group.add_argument("--model_file", default=None, metavar="FILE",
+                       help="checkpoint .pkl/.pth/.safetensors"
+                            + (" (default: found by --model_size in checkpoints/)" if model_size else ""))
+    group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu, the default), cpu, cuda, cuda:1, ...")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads for torch (default: torch's choice)")
     group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                       help="fp32: exact (default); bf16: faster autocast mode on CPUs with AVX512-BF16 and on GPUs")
+                       help="fp32: exact (default); bf16: faster autocast (AVX512-BF16 CPUs, GPUs)")
     group.add_argument("--low_memory", default="auto", choices=["auto", "on", "off"],
-                       help="synthesize large frames in exact strips to bound memory (auto: above ~1080p)")
+                       help="synthesize large frames in exact strips (default auto: above ~1080p)")
     group.add_argument("--still_threshold", type=float, default=None, metavar="D",
-                       help="pairs whose mean absolute difference (in [0, 1]) is below D are still: the frame itself "
-                            "is returned, not the network's approximation of it (default 0.25/255; 0: always run "
-                            "the network)")
+                       help="pairs with mean abs difference < D are returned as is (default 0.25/255; 0: off)")
     if pyramid:
-        auto = "automatic by resolution: 3 up to 640 px ... 7 for 4K"
-        group.add_argument("--pyr_level", type=int, default=pyr_level,
+        auto = "by resolution, 3 up to 640 px ... 7 for 4K"
+        group.add_argument("--pyr_level", type=int, default=pyr_level, metavar="L",
                            help=f"pyramid levels (default: {pyr_level if pyr_level is not None else auto})")
-        group.add_argument("--nr_lvl_skipped", type=int, default=nr_lvl_skipped,
+        group.add_argument("--nr_lvl_skipped", type=int, default=nr_lvl_skipped, metavar="S",
                            help="finest levels that skip motion estimation (default: "
                                 f"{nr_lvl_skipped if nr_lvl_skipped is not None else 'automatic'})")
     return group
