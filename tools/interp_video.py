@@ -2,50 +2,10 @@
 
     python -m tools.interp_video --input clip.mp4 --output clip_x2.mp4 --multi 2     # 25 -> 50 fps
     python -m tools.interp_video --input clip.mp4 --output clip_60.mp4 --fps 60      # any target rate
-    python -m tools.interp_video --input frames/ --output out/ --multi 4             # PNG folders
     python -m tools.interp_video --input videos/ --output out/ --multi 2             # one output per video
     python -m tools.interp_video --input clip.mp4 --output part.mp4 --multi 2 --start 1:05 --end 1:10.5 --montage
 
-Timing. Input frame i sits at time i / r (constant frame rate r) and is shown until (i + 1) / r, so N frames
-last N / r. Output frame j sits at j / F; it maps to source position s = j * r / F and is frame floor(s)
-itself when s is a whole number, else the frame interpolated between floor(s) and floor(s) + 1 at
-t = s - floor(s); all output frames between one pair come from one call, so the motion is estimated once
-per pair. The output has round(N * F / r) frames, so it lasts as long as the input (to within half an
-output frame); frames past the last input frame repeat it. With --multi m (F = m * r) that is exactly m * N
-frames: the m - 1 frames between each pair at t = k / m, and m - 1 copies of the last frame at the end.
-
-Time range. --start A / --end B (seconds, or [HH:]MM:SS[.fff]) keep the input frames whose time i / r lies in
-[A, B): frames ceil(A * r) to ceil(B * r) - 1, so N = ceil(B * r) - ceil(A * r) frames (fewer where the input
-ends first), and the output has round(N * F / r) frames as above. The frames before A are decoded and dropped
-(exact, not snapped to a keyframe). The audio of the range is kept in sync: packets starting in [A, B) are
-copied, with their timestamps (the cut falls on audio packet boundaries, a few tens of ms).
-
-Scene cuts. When the pair (i, i + 1) differs by more than --scene_threshold (mean absolute difference of
-16-pixel grey thumbnails, in [0, 1]; default 0.10; 0 disables) it is a cut: frame i is repeated instead of
-morphing between two shots, and the new shot starts exactly at its original time. See core/video.py.
-
-Duplicates. When the pair differs by less than --dup_threshold (the largest absolute difference between the
-cells of 64-pixel grey thumbnails, in [0, 1]; default 0.02; 0 disables) frame i + 1 repeats frame i (animation
-on twos, screen captures, 25 fps content in a 30 fps file): the frames between them repeat frame i instead
-of being interpolated, and the pair is counted in the summary. See core.video.duplicate_score.
-
-Montage. --montage writes the input and the result side by side at double width: on the left the input frame
-held at the output rate (for output frame j, input frame floor(s)), on the right the output frame; same frame
-count and rate as without it.
-
-Audio is copied unchanged (re-encoded to AAC only if the output container cannot hold it) and stays in
-sync. Odd sizes work: PNG output keeps them; video output is padded by one repeated row / column, since 4:2:0
-video needs even sizes. Input: a video file (any container PyAV reads), a folder of frames (*.png, else
-*.jpg etc.; natural order, --input_fps, default 25), or a folder of video files (when it holds no frames):
-each is written to OUTPUT/<name><ext> (ext: --output_ext, else the input's when it is one of .mp4 .m4v .mov
-.mkv .avi .webm, else .mp4); a file that fails prints one error line and the others go on; the exit status
-is 1 if any failed. Output: a video for .mp4 .m4v .mov .mkv .avi .webm; a PNG folder when it ends with "/",
-is a folder, or has no video extension.
-
-Output checks, before anything is decoded or the model loaded (one "error: ..." line, exit status 2): the
-output's folder must exist and be writable (a new output folder is created in an existing one), the output
-must not be the input, an existing video file is replaced only with --overwrite, and a PNG output folder must
-hold no frame images yet.
+Timing, time range, scene cuts, duplicates, montage, audio, inputs and outputs, output checks: docs/video.md.
 """
 import argparse
 import fractions
@@ -61,7 +21,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from core.cli import UsageError, add_model_arguments, cli_main, error_message, interpolator_from_args, known_errors
+from core.cli import (UsageError, add_model_arguments, cli_main, error_message, interpolator_from_args, known_errors,
+                      tool_parser)
 from core.video import (DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, DUPLICATE_THUMBNAIL_SIZE,
                         VIDEO_EXTENSIONS, SceneCutDetector, VideoDecodeWarning, grey_thumbnail, is_folder_output,
                         is_video_file, list_frame_files, open_reader, open_writer)
@@ -104,38 +65,33 @@ def parse_time(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tools.interp_video", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True,
-                        help="video file, a folder of frames (*.png, *.jpg, ...), or a folder of video files")
-    parser.add_argument("--output", required=True,
-                        help="video file (.mp4 .m4v .mov .mkv .avi .webm) or a folder for PNG frames; "
-                             "a folder for a folder of videos")
+    parser = tool_parser("python -m tools.interp_video", __doc__, "docs/video.md",
+                         usage="%(prog)s --input IN --output OUT (--multi M | --fps F) [options]")
+    parser.add_argument("--input", required=True, metavar="IN",
+                        help="a video file, a folder of frames (*.png, *.jpg, ...) or of video files")
+    parser.add_argument("--output", required=True, metavar="OUT",
+                        help="a video file (.mp4 .mkv .webm ...) or a folder (PNG frames, or one video each)")
     rate = parser.add_mutually_exclusive_group(required=True)
     rate.add_argument("--multi", type=int, metavar="M",
-                      help="M x the frame rate: insert M-1 frames between each pair (2, 4, 8, ...)")
+                      help="M x the frame rate: M-1 frames between each pair (2, 4, 8, ...)")
     rate.add_argument("--fps", type=parse_rate, metavar="F",
-                      help="output frame rate, e.g. 60 or 60000/1001 (frames at any fractional time)")
+                      help="output frame rate, e.g. 60 or 60000/1001 (frames at any time)")
     parser.add_argument("--input_fps", type=parse_rate, default=None, metavar="R",
-                        help="frame rate of a frame-folder input (default 25), or to override a video's rate")
+                        help="rate of a frame-folder input (default 25), or to override a video's")
     parser.add_argument("--start", type=parse_time, default=None, metavar="T",
-                        help="process the input from this time on (seconds or [HH:]MM:SS[.fff]; frames with "
-                             "i / r >= T)")
+                        help="from this time on (seconds or [HH:]MM:SS[.fff]; frames with i / r >= T)")
     parser.add_argument("--end", type=parse_time, default=None, metavar="T",
-                        help="process the input up to this time (frames with i / r < T)")
+                        help="up to this time (frames with i / r < T)")
     parser.add_argument("--scene_threshold", type=float, default=DEFAULT_SCENE_THRESHOLD, metavar="S",
-                        help=f"scene-cut threshold in [0, 1] (default {DEFAULT_SCENE_THRESHOLD}; 0 disables): "
-                             "across a cut the last frame is repeated instead of interpolated")
+                        help=f"scene cut above S, in [0, 1]: repeat, don't morph (default {DEFAULT_SCENE_THRESHOLD}; "
+                             "0: off)")
     parser.add_argument("--dup_threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD, metavar="D",
-                        help=f"duplicate threshold in [0, 1] (default {DEFAULT_DUPLICATE_THRESHOLD}; 0 disables): "
-                             "a pair that differs less (largest difference of 64-pixel grey thumbnails) is "
-                             "not interpolated, its in-between frames repeat the frame")
-    parser.add_argument("--montage", action="store_true",
-                        help="write the input (held at the output rate, left) and the result (right) side by side")
+                        help=f"duplicate pair below D, in [0, 1]: repeat (default {DEFAULT_DUPLICATE_THRESHOLD}; "
+                             "0: off)")
+    parser.add_argument("--montage", action="store_true", help="input (left) and result (right) side by side")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output video file")
     parser.add_argument("--output_ext", default=None, metavar="EXT",
-                        help="for a folder of videos: the extension of the outputs (default: the input's if it "
-                             "is one of " + " ".join(VIDEO_EXTENSIONS) + ", else .mp4)")
+                        help="for a folder of videos: the outputs' extension (default: the input's, or .mp4)")
     parser.add_argument("--crf", type=int, default=DEFAULT_CRF,
                         help=f"video quality, lower is better (libx264 CRF, default {DEFAULT_CRF})")
     parser.add_argument("--codec", default=None,
@@ -147,7 +103,7 @@ def parse_args(argv=None):
 
 
 class FrameRateConverter:
-    """Turns a stream of frames at rate r into frames at rate F = ``ratio`` * r (see the module docstring).
+    """Turns a stream of frames at rate r into frames at rate F = ``ratio`` * r (see docs/video.md, Timing).
 
     ``interpolate(frame0, frame1, times)`` returns a list of frames. ``push(frame)`` returns the output frames
     that became ready, ``finish()`` the rest. Only the previous frame is kept. Pairs across a scene cut
@@ -264,7 +220,7 @@ def _check_writable_folder(folder):
 
 
 def check_output(output, inputs, overwrite=False, folder=None):
-    """Fail at once (UsageError) where ``output`` cannot be written: see the module docstring. ``folder``:
+    """Fail at once (UsageError) where ``output`` cannot be written: see docs/video.md, Output checks. ``folder``:
     whether the output is a folder (default :func:`is_folder_output`); ``inputs``: paths it must differ from."""
     if any(_same_path(source, output) for source in inputs):
         raise UsageError("--input and --output are the same path")
