@@ -3,24 +3,16 @@
     python -m demo.interp_imgs --frame0 demo/images/bikes_0.png --frame1 demo/images/bikes_2.png \\
         --time_period 0.5 [--gt demo/images/bikes_1.png]
 
-Writes to --output_dir (default demo/output/), named after the inputs (bikes_0 + bikes_2 -> "bikes"):
-  bikes_interp_t0.5.png        the interpolated frame, one per time
-  bikes_flow_0to1.png          colour-coded flow frame0 -> frame1 (hue: direction, saturation: magnitude;
-  bikes_flow_1to0.png          both directions share one scale)
-  bikes_sheet.png              frame0 | interpolated frame(s) | frame1, then flow 0->1 | average | flow 1->0
-
-Any 8- or 16-bit PNG/JPEG works; grey and RGBA inputs are used as RGB (alpha dropped). Interpolated frames
-are written as 8-bit RGB, or as 16-bit RGB when an input is 16-bit; the flows and the sheet are 8-bit.
-With --gt (the true frame at --gt_time, default 0.5) the PSNR of the result and of plain averaging are printed.
+Output files, input formats, PSNR with --gt: docs/benchmarks.md (The demo).
 """
-import argparse
 import math
 import os
 
 import cv2
 import numpy as np
 
-from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args, model_file_from_args
+from core.cli import (UsageError, add_model_arguments, cli_main, interpolator_from_args, model_file_from_args,
+                      tool_parser)
 from core.flow_viz import flow_to_color
 from core.frames import image_to_tensor, read_image, to_uint8, write_image
 from core.metrics import psnr
@@ -30,20 +22,21 @@ LABEL_HEIGHT = 24
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m demo.interp_imgs",
-                                     description="Interpolate between two images with UPR-Net.")
-    parser.add_argument("--frame0", required=True, help="first image")
-    parser.add_argument("--frame1", required=True, help="second image")
+    parser = tool_parser("python -m demo.interp_imgs", __doc__, "docs/benchmarks.md",
+                         usage="%(prog)s --frame0 IMG --frame1 IMG [--time_period T [T ...] | --num_frames N] "
+                               "[options]")
+    parser.add_argument("--frame0", required=True, metavar="IMG", help="first image (PNG/JPEG, 8 or 16 bits)")
+    parser.add_argument("--frame1", required=True, metavar="IMG", help="second image, same size")
     times = parser.add_mutually_exclusive_group()
     times.add_argument("--time_period", type=float, nargs="+", default=None, metavar="T",
                        help="time(s) in [0, 1] of the frames to synthesise (default: 0.5)")
     times.add_argument("--num_frames", type=int, default=None, metavar="N",
                        help="N evenly spaced frames at k/(N+1), k = 1..N")
-    parser.add_argument("--output_dir", default=os.path.join("demo", "output"),
+    parser.add_argument("--output_dir", default=os.path.join("demo", "output"), metavar="DIR",
                         help="where to write the results (default: demo/output)")
     parser.add_argument("--gt", default=None, metavar="PATH",
-                        help="ground-truth frame at --gt_time: print the PSNR of the result and of averaging")
-    parser.add_argument("--gt_time", type=float, default=0.5, help="time of the --gt frame (default: 0.5)")
+                        help="true frame at --gt_time: print the PSNR of the result and of averaging")
+    parser.add_argument("--gt_time", type=float, default=0.5, metavar="T", help="time of the --gt frame (default: 0.5)")
     add_model_arguments(parser)
     return parser.parse_args(argv)
 

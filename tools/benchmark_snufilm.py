@@ -2,12 +2,13 @@
 
     python -m tools.benchmark_snufilm --data_root DIR      # DIR/eval_modes/test-{easy,medium,hard,extreme}.txt
 
-List paths are relative to DIR; the released lists' leading ``data/SNU-FILM/`` is dropped where needed.
+Layout (list paths relative to DIR, a leading data/SNU-FILM/ dropped), options: docs/benchmarks.md.
 """
 from core.data.benchmark_sets import SNUFILM_SUBSETS, snufilm
 from tools.benchmark_common import BenchmarkSpec, run_main
 
-SPEC = BenchmarkSpec("SNU-FILM", snufilm, pyr_level=5, nr_lvl_skipped=0, subsets=SNUFILM_SUBSETS)
+SPEC = BenchmarkSpec("SNU-FILM", snufilm, pyr_level=5, nr_lvl_skipped=0, subsets=SNUFILM_SUBSETS,
+                     command="python -m tools.benchmark_snufilm", doc=__doc__)
 
 
 def main(argv=None):
