@@ -3,31 +3,8 @@
     python -m tools.runtime                                   # base, large, LARGE on the default device
     python -m tools.runtime --model_sizes base --threads 2 --no-memory --out_json runtime.json
 
-* latency: median over --repeats (after --warmup) of interpolating one frame between two random 640x480
-  frames, pyramid L=3 (the paper's runtime setting), padding and cropping included.
-* x8 throughput: the 7 frames at t = k/8 with motion estimated once and reused, vs 7 independent calls; the
-  x8 FLOP ratio (convolution FLOPs of 7 independent calls over those of one reusing call) is the speed-up reuse
-  would give if every FLOP took the same time: the per-time-step synthesis bounds it.
-* op shares: the fraction of the latency spent splatting (every ``Splatting.sum``, preparation included) and in
-  the correlation, timed by wrapping those two entry points during --repeats extra calls.
-* floor: the timed call's convolution FLOPs (2 per multiply-add, counted with hooks) divided by this device's
-  float32 matmul rate measured in the same run; floor / latency is how close the forward gets to that rate.
-  The timed call pads 640x480 to 640x512 (the Interpolator pads to a multiple of 64): base does 197 GFLOP
-  there; the bare forward at 640x480 (the paper's setting) is also counted and reported, 185 GFLOP for base.
-* RIFE v4 (with --rife_dir): its latency on the same device, frames and precision, for comparison.
-* compiled (with --compile): the latency again with ``torch.compile`` (Inductor, fullgraph) applied to the
-  model's ``estimate_motion`` and ``synthesize``, the first call's compile time, and compiled / eager.
-* ONNX Runtime (with --onnx FILE from tools.export_onnx): the file's CPU latency on the same frames, padded as
-  the Interpolator pads (the padding and cropping not timed), ORT's intra-op threads = the torch threads.
-* peak memory at 640x480, 1920x1080 and 3840x2160, each in a fresh process (pyramid chosen by resolution:
-  L=3, L=6 with 1 skipped, L=7 with 2 skipped): peak RSS (VmHWM on Linux, Python and torch included; the RSS
-  before the forward is reported as the baseline) and, on CUDA, torch.cuda.max_memory_allocated. On the CPU
-  a resolution is skipped when it is predicted not to fit in the available memory (base needs about
-  4 GiB at 1080p and, synthesizing in strips, under 7 GiB at 4K on the CPU), so the OOM killer never has to
-  pick a process.
-
-Timing does not depend on the weights: the shipped base checkpoint is loaded when present (or --model_file
-for a single size), otherwise random weights are used and the output says so.
+What each measurement is (latency, x8 throughput, op shares, FLOP floor, RIFE, compiled, ONNX Runtime, peak
+memory) and the measured figures: docs/performance.md.
 """
 import argparse
 import contextlib
@@ -46,7 +23,7 @@ import torch.nn as nn
 import core
 from core.frames import pad_multiple
 from core.interpolator import REPO_ROOT, SHIPPED_CHECKPOINT, choose_pyramid, synthesized_in_strips
-from core.cli import interpolator_options, report_loaded, select_device
+from core.cli import interpolator_options, report_loaded, select_device, tool_parser
 from core.model import motion_estimator
 from core.ops import Splatting
 from tools.benchmark_common import add_benchmark_model_arguments, check_pyramid, guarded, positive_int, write_json
@@ -67,30 +44,33 @@ def resolution(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="UPR-Net latency, x8 throughput, FLOP floor and peak memory.")
+    parser = tool_parser("python -m tools.runtime", __doc__, "docs/performance.md",
+                         usage="%(prog)s [--model_sizes SIZE [SIZE ...]] [options]")
     parser.add_argument("--model_sizes", nargs="+", choices=list(core.MODEL_SIZES), default=list(core.MODEL_SIZES),
-                        help="sizes to measure (default: all three)")
+                        metavar="SIZE", help=f"sizes to measure: {' '.join(core.MODEL_SIZES)} (default: all)")
     add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=False)
-    parser.add_argument("--resolution", type=resolution, default=(640, 480),
-                        help="frame size for latency and throughput, WIDTHxHEIGHT (default: 640x480)")
-    parser.add_argument("--repeats", type=positive_int, default=10, help="timed runs for latency (default: 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
-    parser.add_argument("--throughput_repeats", type=int, default=3,
+    parser.add_argument("--resolution", type=resolution, default=(640, 480), metavar="WxH",
+                        help="frame size for latency and throughput (default: 640x480)")
+    parser.add_argument("--repeats", type=positive_int, default=10, metavar="N",
+                        help="timed runs for latency (default: 10)")
+    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default: 2)")
+    parser.add_argument("--throughput_repeats", type=int, default=3, metavar="N",
                         help="timed x8 runs of each kind (default: 3; 0 skips throughput)")
-    parser.add_argument("--matmul_size", type=positive_int, default=4096,
+    parser.add_argument("--matmul_size", type=positive_int, default=4096, metavar="N",
                         help="N of the N x N float32 matmul that measures the FLOP rate (default: 4096)")
-    parser.add_argument("--matmul_repeats", type=positive_int, default=3, help="timed matmuls (default: 3)")
+    parser.add_argument("--matmul_repeats", type=positive_int, default=3, metavar="N",
+                        help="timed matmuls (default: 3)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="measure peak memory in fresh processes (default: on)")
     parser.add_argument("--memory_resolutions", nargs="+", type=resolution,
-                        default=[resolution(r) for r in MEMORY_RESOLUTIONS],
+                        default=[resolution(r) for r in MEMORY_RESOLUTIONS], metavar="WxH",
                         help="frame sizes for peak memory (default: 640x480 1920x1080 3840x2160)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the model compiled with torch.compile (Inductor) vs eager")
-    parser.add_argument("--rife_dir", default=None,
-                        help="also time RIFE v4 (folder holding its ifnet.py and flownet.pkl) on the same device, "
-                             "frames and precision")
-    parser.add_argument("--onnx", default=None, help="also time this ONNX file (tools.export_onnx) in ONNX Runtime")
+    parser.add_argument("--rife_dir", default=None, metavar="DIR",
+                        help="also time RIFE v4 (folder with its ifnet.py and flownet.pkl) on the same frames")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="also time this ONNX file (tools.export_onnx) in ONNX Runtime")
     parser.add_argument("--_measure_peak", action="store_true", help=argparse.SUPPRESS)
     return parser
 
