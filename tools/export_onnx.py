@@ -3,21 +3,8 @@
     python -m tools.export_onnx --model_size base --out upr-base.onnx            # the shipped checkpoint, L=3
     python -m tools.export_onnx --model_file my.pkl --pyr_level 5 --out upr-base-l5.onnx --check
 
-The graph takes ``img0``, ``img1`` (N x 3 x H x W float32 RGB in [0, 1]) and ``t`` (N float32, the time of each
-sample) and returns ``interp`` (N x 3 x H x W) and ``bi_flow`` (N x 4 x H x W, pixels; 0:2 frame 0 -> 1, 2:4
-frame 1 -> 0), as ``UPRNet.forward``. N, H and W are dynamic; H and W must be multiples of 2^(pyr_level + 1)
-(16 for L=3, the default; the pyramid is fixed at export): pad the frames first, as core.Interpolator does (to
-a multiple of max(64, 2^(L+1)) with 0.5 on the right and bottom). The graph does not check the size; other sizes
-give wrong results or a runtime error. The multiple and the pyramid are stored in the model's metadata
-(``upr_multiple``, ``upr_pyr_level``, ``upr_nr_lvl_skipped``, ``upr_model_size``).
-
-Splatting becomes ScatterElements with reduction "add" and the correlation plain Mul / ReduceSum (see
-core.ops.export_friendly), so the default opset is 18 (the lowest allowed). ``--check`` runs the file in ONNX
-Runtime on the example frames and prints the largest difference to PyTorch. Exported with the TorchScript-based
-``torch.onnx.export(..., dynamo=False)``: with torch 2.14.1 it takes about a minute on a loaded 2-core machine,
-while the torch.export-based ``dynamo=True`` had not finished after 15 minutes there. fp32 only; --device,
---threads, --precision and --low_memory are the shared model options: export runs on the CPU in fp32 and does
-not synthesize in strips, so --precision bf16, --low_memory on and a --device other than auto/cpu are refused.
+The graph's inputs and outputs, the frame sizes it accepts (multiples of 2^(pyr_level + 1): pad first), its
+metadata, how splatting is exported (opset 18), --check, and what is refused: docs/onnx.md.
 """
 import argparse
 import os
@@ -27,7 +14,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from core.cli import UsageError, add_model_arguments, cli_main
+from core.cli import UsageError, add_model_arguments, cli_main, tool_parser
 
 DEFAULT_OPSET = 18
 INPUT_NAMES = ("img0", "img1", "t")
@@ -141,15 +128,16 @@ def run_ort(session, img0, img1, t):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser("python -m tools.export_onnx", __doc__, "docs/onnx.md",
+                         usage="%(prog)s --out FILE.onnx [options]")
     add_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0)
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 18 (default: {DEFAULT_OPSET})")
-    parser.add_argument("--example_size", default=None,
-                        help="WIDTHxHEIGHT of the frames traced (default: 4 x 2^(pyr_level+1) square); any size "
-                             "that is a multiple of 2^(pyr_level+1) works at run time")
+    parser.add_argument("--out", required=True, metavar="FILE.onnx", help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX opset, >= 18 (default: {DEFAULT_OPSET})")
+    parser.add_argument("--example_size", default=None, metavar="WxH",
+                        help="frames traced (default: 4 x 2^(pyr_level+1) square; any multiple runs)")
     parser.add_argument("--check", action="store_true",
-                        help="run the exported file in ONNX Runtime on the example frames and compare with PyTorch")
+                        help="run the file in ONNX Runtime on the example frames, compare with PyTorch")
     return parser
 
 
