@@ -151,7 +151,7 @@ def test_new_model_starts_as_frame_averaging():
 
 
 def test_calibrate_feature_scale_gives_unit_feature_convolutions():
-    from core.model.upr_net import calibrate_feature_scale
+    from core.training import calibrate_feature_scale
     torch.manual_seed(0)
     model = core.build_model("base")
     images = torch.rand(2, 3, 64, 64)

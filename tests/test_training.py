@@ -154,6 +154,9 @@ def test_two_process_gloo_run(vimeo, tmp_path):
     assert any(not torch.equal(initial[k], rank0[k]) for k in initial)
 
     assert sorted(os.listdir(ckpt)) == ["best.pkl", "last.pkl", "last.pt"]
+    for name in ("best.pkl", "last.pkl", "last.pt"):    # the weights carry their model: loadable from the file alone
+        written = core.load_model(os.path.join(ckpt, name), pyr_level=2)
+        assert (written.model_size, written.options) == ("base", core.MODEL_SIZES["base"])
     state = load(os.path.join(ckpt, "last.pt"))
     assert state["step"] == 4 and state["args"]["batch_size"] == 1
     assert_same_state(state["model"], rank0)
@@ -438,7 +441,7 @@ def test_config_value_outside_choices_is_a_clear_error(tmp_path, capsys, line, m
 @pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
 def test_shipped_configs_parse(config):
     args = parse_args(["--config", config])
-    assert args.steps > 0 and args.model_size in ("base", "large", "LARGE")
+    assert args.steps > 0 and args.model_size in core.MODEL_SIZES
 
 
 def test_help_documents_staged_runs():
@@ -477,6 +480,72 @@ def test_training_on_a_fixed_batch_reduces_the_loss(one_thread):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
+
+
+def test_training_step_is_the_inline_step(one_thread):
+    """core.training.TrainingStep runs exactly tools.train's step as it was written inline: fp16 autocast with the
+    loss scaler, the flow weight's decay, flow and matching losses, clipping, AdamW and the weight average give the
+    same loss, gradient norm, weights and average, bit for bit; the norm is returned with clipping off too."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from core.losses import flow_supervision, matching
+    from core.training import TrainingStep
+    from tools.training_speed import synthetic_batch
+    batch = synthetic_batch(2, 32, seed=3)
+    options = dict(loss_type="charbonnier+census", flow_loss_weight=0.2, flow_loss_decay_steps=4,
+                   matching_loss_weight=0.1, grad_clip=0.05, amp="fp16", ema_decay=0.5)
+    torch.manual_seed(1)
+    model = core.build_model("base", pyr_level=2)
+    reference = core.build_model("base", pyr_level=2)
+    reference.load_state_dict(model.state_dict())
+    trainer = TrainingStep(model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4), **options)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    ema = AveragedModel(reference, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    for step in range(3):
+        result = trainer(batch, step, lr=1e-3 * (step + 1))
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * (step + 1)
+        with torch.autocast("cpu", dtype=torch.float16):
+            prediction, _, extra = reference(batch["img0"], batch["img1"], batch["time"])
+        loss, terms = frame_loss(prediction.float(), batch["gt"])
+        flow = flow_supervision(extra["bi_flows"], batch["flow"], batch["flow_valid"])
+        loss = loss + 0.2 * max(0.0, 1 - step / 4) * flow
+        loss = loss + 0.1 * matching(*extra["features"], batch["flow"], batch["flow_valid"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
+        scaler.step(optimizer)
+        scaler.update()
+        ema.update_parameters(reference)
+        assert torch.equal(result.loss, loss) and torch.equal(result.grad_norm, grad_norm)
+        assert set(result.terms) == {"charbonnier", "census", "flow", "matching"}
+        assert torch.equal(result.terms["flow"], flow) and result.prediction.shape == (2, 3, 32, 32)
+    assert_same_state(model.state_dict(), reference.state_dict())
+    assert_same_state(trainer.ema.state_dict(), ema.state_dict())
+    assert trainer.scaler.state_dict() == scaler.state_dict()
+    unclipped = TrainingStep(model, torch.optim.AdamW(model.parameters()))(batch, 0)
+    assert 0 < unclipped.grad_norm.item() < math.inf and set(unclipped.terms) == {"charbonnier", "census"}
+
+
+def test_training_speed_times_the_training_step_with_train_options(one_thread):
+    """tools.training_speed takes tools.train's step options with its defaults; --amp / --channels_last time the one
+    mode tools.train would run."""
+    from tools import training_speed
+    parser, train_defaults = training_speed.build_parser(), build_parser().parse_args([])
+    defaults = parser.parse_args([])
+    for name in ("loss_type", "flow_loss_weight", "flow_loss_decay_steps", "matching_loss_weight", "grad_clip",
+                 "ema_decay", "channels_last", "init_lr", "weight_decay"):
+        assert getattr(defaults, name) == getattr(train_defaults, name), name
+    result = training_speed.main(["--batch_size", "1", "--crop", "32", "--warmup", "0", "--repeats", "1",
+                                  "--device", "cpu", "--amp", "bf16", "--grad_clip", "1", "--ema_decay", "0.9",
+                                  "--flow_loss_weight", "0.1", "--matching_loss_weight", "0.1"])
+    assert list(result["modes"]) == ["bf16 channels_last"] and result["modes"]["bf16 channels_last"]["steps_per_s"] > 0
+    assert result["step_options"] == {"loss_type": "charbonnier+census", "flow_loss_weight": 0.1,
+                                      "flow_loss_decay_steps": 0, "matching_loss_weight": 0.1, "grad_clip": 1.0,
+                                      "ema_decay": 0.9}
+    assert list(training_speed.main(["--batch_size", "1", "--crop", "32", "--warmup", "0", "--repeats", "1",
+                                     "--device", "cpu", "--no-channels_last"])["modes"]) == ["fp32"]
 
 
 @pytest.mark.parametrize("teacher", ["dis", "dis_consistent"])
@@ -546,7 +615,7 @@ import tools.train as train
 built, writes = [], []
 build_model = train.build_model
 train.build_model = lambda *args, **kwargs: built.append(build_model(*args, **kwargs)) or built[-1]
-for name in ("save_weights", "save_training_state", "atomic_save"):
+for name in ("save_weights", "save_training_state"):
     original = getattr(train, name)
     setattr(train, name, lambda *args, _original=original, _name=name, **kwargs:
             writes.append(_name) or _original(*args, **kwargs))
@@ -642,7 +711,7 @@ def test_original_training_flags_parse():
 
 
 def test_ranks_come_from_the_launcher_environment():
-    from tools.train import process_ranks
+    from core.training import process_ranks
     assert process_ranks(parse_args([]), {}) == (0, 1, 0)
     assert process_ranks(parse_args(["--local-rank=1"]), {}) == (0, 1, 1)             # no LOCAL_RANK: the flag
     environ = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}

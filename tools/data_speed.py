@@ -14,7 +14,8 @@ import cv2
 import torch
 
 from core.data import EpochIndexSampler
-from tools.train import build_datasets, parse_args
+from core.training import build_datasets
+from tools.train import parse_args
 
 
 def loader_speed(dataset, batch_size, workers, batches, seed=0, pin_memory=False):
