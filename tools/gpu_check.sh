@@ -129,7 +129,9 @@ fi
 
 # ------------------------------------------------------------------------------------ tools.training_speed
 if [ "$device" = cuda ]; then
-    # the paper's batch (32 in total) and crop (256x256) on one GPU; the data loader with 8 workers
+    # tools.train's training step (core.training.TrainingStep, its default options: the paper's Charbonnier +
+    # census loss, no flow / matching loss, clipping or weight average) at the paper's batch (32 in total) and crop
+    # (256x256) on one GPU, fp32 and bf16: steps/s and peak memory allocated; the data loader (8 workers) at that batch
     step training_speed 75 "$python" -m tools.training_speed --device cuda --batch_size 32 --crop 256 \
         --warmup 2 --repeats 3 --modes fp32 bf16 --loader_workers 8 --loader_batches 8 \
         --out_json "$out/training_speed.json"
@@ -305,9 +307,11 @@ for name, e in steps.items():
     elif "latency_ms" in e:
         extra = f" (base {e['latency_ms']:.1f} ms" + (f", RIFE {e['rife_latency_ms']:.1f} ms" if "rife_latency_ms" in e else "") + ")"
     elif name == "training_speed" and "result" in e:
-        extra = " (" + ", ".join(f"{m} {v['steps_per_s']:.2f} steps/s" for m, v in e["result"]["modes"].items())
+        extra = " (" + ", ".join(f"{m} {v['steps_per_s']:.2f} steps/s"
+                                 + (f", peak {v['cuda_peak_mb']:.0f} MiB" if "cuda_peak_mb" in v else "")
+                                 for m, v in e["result"]["modes"].items())
         if "loader" in e["result"]:
-            extra += f", loader {e['result']['loader']['samples_per_s']:.0f} samples/s"
+            extra += f"; loader {e['result']['loader']['samples_per_s']:.0f} samples/s"
         extra += ")"
     status = "skipped (time)" if e["skipped_for_time"] else ("ok" if e["passed"] else f"FAILED (exit code {e['exit_code']})")
     print(f"  {name:28s} {status}{extra}")
