@@ -137,11 +137,11 @@ def run_cases(ops, cases):
 
 
 class TritonOps:
-    """core.ops.softsplat_triton as ops."""
+    """core.ops.backends.triton as ops."""
 
     def __init__(self):
-        from core.ops import softsplat_triton
-        self.kernels = softsplat_triton
+        from core.ops.backends import triton
+        self.kernels = triton
 
     def forward(self, input, flow, index64):
         return self.kernels.splat_sum(input, flow, index64=index64)
@@ -151,8 +151,8 @@ class TritonOps:
 
 
 def main(cases_path, results_path):
-    from core.ops import softsplat_triton
-    if not (softsplat_triton.interpreted() and softsplat_triton.available()):
+    from core.ops.backends import triton
+    if not (triton.interpreted() and triton.available()):
         raise SystemExit("run with TRITON_INTERPRET=1 (and triton installed)")
     cases = torch.load(cases_path, weights_only=True)
     torch.save(run_cases(TritonOps(), cases), results_path)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import core
-from core.ops import library
+from core.ops import registry
 
 
 def _model_and_frames(seed=0, size=64):
@@ -78,25 +78,23 @@ def test_export_captures_the_model_with_the_operators():
     _assert_close(exported[1], eager[1], 1e-4, "flow")
 
 
-def test_compiled_splat_follows_a_forced_backend():
+def test_compiled_splat_follows_a_forced_backend(monkeypatch):
     """The layout is chosen while tracing and guarded on: forcing another backend recompiles."""
     torch.manual_seed(3)
     inp, flow = torch.rand(1, 4, 12, 10), torch.randn(1, 2, 12, 10) * 2
     compiled = torch.compile(lambda i, f: core.ops.splat(i, f), fullgraph=True, backend="eager")
     eager = core.ops.splat(inp, flow)
     calls = []
-    original = library._apply
 
-    def spy(*args):
-        calls.append(args[5])
-        return original(*args)
+    def recording(name, apply):
+        def recorded(*args):
+            calls.append(name)
+            return apply(*args)
+        return recorded
 
-    library._apply = spy
-    try:
-        _assert_close(compiled(inp, flow), eager, 1e-6, "auto")
-        library.set_backend("torch")
+    for name in ("cpp", "torch"):
+        monkeypatch.setattr(registry.backend(name), "apply", recording(name, registry.backend(name).apply))
+    _assert_close(compiled(inp, flow), eager, 1e-6, "auto")
+    with registry.forced("torch"):
         _assert_close(compiled(inp, flow), eager, 1e-6, "torch")
-    finally:
-        library._apply = original
-        library.set_backend("auto")
-    assert calls == ["cells", "cells", "bags", "bags"]    # the input and the normaliser, per backend
+    assert calls == ["cpp", "cpp", "torch", "torch"]    # the input and the normaliser, per backend

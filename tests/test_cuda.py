@@ -16,7 +16,9 @@ import torch
 import core
 import gpu_kernel_cases
 from core.losses import frame_loss
-from core.ops import softsplat, softsplat_cupy, softsplat_triton
+from core.ops import registry, softsplat
+from core.ops.backends import cupy as cupy_backend
+from core.ops.backends import triton as triton_backend
 
 pytestmark = pytest.mark.cuda
 
@@ -41,67 +43,20 @@ def _no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def kernel_function(name):
-    """The differentiable summation splat ``f(input, flow)`` of a kernel."""
+@contextlib.contextmanager
+def kernel(name):
+    """Kernel ``name`` ("reference": the "torch" backend) forced while the context is open, forward and backward
+    (the direct layout's gradients are chosen when they run); yields its differentiable summation splat
+    ``f(input, flow)``, the operator ``torch.ops.upr.splat_sum``."""
     if name == "triton":
-        if not softsplat_triton.available():
-            raise AssertionError("the Triton kernels are not available here (triton missing, or the CPU without "
-                                 "TRITON_INTERPRET=1)")
-        return softsplat_triton.SplatSum.apply
+        assert triton_backend.available(), ("the Triton kernels are not available here (triton missing, or the CPU "
+                                            "without TRITON_INTERPRET=1)")
     if name == "cupy":
-        assert softsplat_cupy.available(), "CuPy is importable but its kernels are not available"
-        return softsplat_cupy.splat_sum
-
-    def reference(input, flow):
-        with backend("torch"):
-            return softsplat.Splatting(flow).sum(input)
-    return reference
-
-
-@contextlib.contextmanager
-def backend(name):
-    previous = softsplat.get_backend()
-    softsplat.set_backend(name)
-    try:
-        yield
-    finally:
-        softsplat.set_backend(previous)
-
-
-def backend_selectable(name):
-    """Whether softsplat.set_backend knows ``name`` (the "triton" backend is selected there once registered)."""
-    previous = softsplat.get_backend()
-    try:
-        softsplat.set_backend(name)
-    except ValueError:
-        return False
-    finally:
-        softsplat.set_backend(previous)
-    return True
-
-
-@contextlib.contextmanager
-def model_splats_with(name, monkeypatch):
-    """Route every splat of the model through kernel ``name`` ("reference": the "torch" backend): by forcing that
-    backend where softsplat.set_backend knows it (checked with choose_backend), otherwise by sending what
-    choose_backend calls "cupy" to the kernel (yields the list of its calls, so that the test can check)."""
+        assert cupy_backend.available(), "CuPy is importable but its kernels are not available"
     selected = "torch" if name == "reference" else name
-    if backend_selectable(selected):
-        with backend(selected):
-            assert softsplat.choose_backend(torch.zeros(1, 1, 2, 2, device=DEVICE)) == selected
-            yield [selected]
-        return
-    function = kernel_function(name)
-    calls = []
-
-    def counted(input, flow):
-        calls.append(1)
-        return function(input, flow)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(softsplat, "choose_backend", lambda tensor: "cupy")
-        patch.setattr(softsplat_cupy, "splat_sum", counted)
-        yield calls
+    with registry.forced(selected):
+        assert softsplat.choose_backend(torch.zeros(1, 1, 2, 2, device=DEVICE)) == selected
+        yield torch.ops.upr.splat_sum
 
 
 def to(device, value):
@@ -114,9 +69,13 @@ def to(device, value):
     return value
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_reference_vectors(kernel, device, splat_vectors):
-    splat_sum = kernel_function(kernel)
+@pytest.mark.parametrize("name", KERNELS)
+def test_reference_vectors(name, device, splat_vectors):
+    with kernel(name) as splat_sum:
+        _reference_vectors(splat_sum, device, splat_vectors)
+
+
+def _reference_vectors(splat_sum, device, splat_vectors):
     for case in to(device, splat_vectors["softsplat_cases"]):
         with torch.no_grad():
             out = gpu_kernel_cases.compose_splat(splat_sum, case["input"], case["flow"], case["metric"], case["mode"])
@@ -131,14 +90,14 @@ def test_reference_vectors(kernel, device, splat_vectors):
         assert (flow.grad - case["grad_flow"]).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_golden_model_cases(kernel, device, golden, monkeypatch):
+@pytest.mark.parametrize("name", KERNELS)
+def test_golden_model_cases(name, device, golden):
     """The original model's reference outputs (as tests/test_model.py checks them on the CPU), every splat of the
     model through this kernel."""
     model = core.build_model("base")
     core.load_weights(model, golden["state_dict"])
     model = model.eval().to(device)
-    with model_splats_with(kernel, monkeypatch) as calls, torch.no_grad():
+    with kernel(name), torch.no_grad():
         for case in to(device, golden["cases"]):
             interp, bi_flow, extra = model(case["img0"], case["img1"], case["time_period"],
                                            pyr_level=case["pyr_level"], nr_lvl_skipped=case["nr_lvl_skipped"])
@@ -146,12 +105,11 @@ def test_golden_model_cases(kernel, device, golden, monkeypatch):
             assert (bi_flow - case["bi_flow"]).abs().max() <= 2e-3
             for ours, ref in zip(extra["interp_imgs"], case["interp_imgs"]):
                 assert (ours - ref).abs().max() <= 2e-4
-    assert calls, f"the model never called the {kernel} kernel: the splat dispatch changed"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "reference"])
-def test_kernels_agree_with_the_reference(kernel, dtype, device):
+@pytest.mark.parametrize("name", [k for k in KERNELS if k != "reference"])
+def test_kernels_agree_with_the_reference(name, dtype, device):
     """Output and both gradients on a feature map with converging, diverging, far-off and non-finite flows."""
     generator = torch.Generator().manual_seed(11)
     shape = (2, 16, 48, 64) if device.type == "cuda" else (2, 4, 12, 16)
@@ -161,11 +119,12 @@ def test_kernels_agree_with_the_reference(kernel, dtype, device):
     flow[0, 0, 5, :3] = torch.tensor([float("nan"), float("inf"), -1e30], dtype=dtype)
     grad_output = torch.randn(*shape, generator=generator, dtype=dtype)
     results = []
-    for function in (kernel_function(kernel), kernel_function("reference")):
-        i = inp.to(device).requires_grad_()
-        f = flow.to(device).requires_grad_()
-        out = function(i, f)
-        results.append((out.detach(), *torch.autograd.grad(out, (i, f), grad_output.to(device))))
+    for each in (name, "reference"):
+        with kernel(each) as splat_sum:
+            i = inp.to(device).requires_grad_()
+            f = flow.to(device).requires_grad_()
+            out = splat_sum(i, f)
+            results.append((out.detach(), *torch.autograd.grad(out, (i, f), grad_output.to(device))))
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     for name, a, b in zip(("output", "grad_input", "grad_flow"), *results):
         assert a.dtype == dtype and a.device.type == device.type, name
@@ -177,11 +136,11 @@ def test_triton_int64_offsets_and_deterministic_backward(device):
     inp = torch.randn(2, 8, 40, 56, generator=generator).to(device)
     flow = (torch.randn(2, 2, 40, 56, generator=generator) * 5).to(device)
     grad_output = torch.randn(2, 8, 40, 56, generator=generator).to(device)
-    narrow, wide = (softsplat_triton.splat_sum(inp, flow, index64=v) for v in (False, True))
+    narrow, wide = (triton_backend.splat_sum(inp, flow, index64=v) for v in (False, True))
     assert torch.allclose(narrow, wide, atol=1e-5)          # atomics: the order of additions may differ
-    first = softsplat_triton.splat_sum_backward(grad_output, inp, flow, index64=False)
-    for again in (softsplat_triton.splat_sum_backward(grad_output, inp, flow, index64=False),
-                  softsplat_triton.splat_sum_backward(grad_output, inp, flow, index64=True)):
+    first = triton_backend.splat_sum_backward(grad_output, inp, flow, index64=False)
+    for again in (triton_backend.splat_sum_backward(grad_output, inp, flow, index64=False),
+                  triton_backend.splat_sum_backward(grad_output, inp, flow, index64=True)):
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
@@ -192,15 +151,15 @@ def test_default_splatting_on_this_device(device):
     inp = torch.randn(1, 8, 64, 96, generator=generator).to(device)
     flow = (torch.randn(1, 2, 64, 96, generator=generator) * 3).to(device)
     metric = torch.randn(1, 1, 64, 96, generator=generator).to(device)
-    with backend("auto"):
+    with registry.forced("auto"):
         auto = softsplat.splat(inp, flow, metric, "softmax")
-    with backend("torch"):
+    with registry.forced("torch"):
         reference = softsplat.splat(inp, flow, metric, "softmax")
     assert torch.allclose(auto, reference, atol=1e-5)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        with backend("auto"):
+        with registry.forced("auto"):
             once, twice = (softsplat.splat(inp, flow, metric, "softmax") for _ in range(2))
     finally:
         torch.use_deterministic_algorithms(previous)

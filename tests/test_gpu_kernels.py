@@ -1,9 +1,9 @@
 """Both GPU splatting kernels, run on this CPU.
 
-* triton: core/ops/softsplat_triton.py's kernels through Triton's interpreter, in one fresh process with
+* triton: core/ops/backends/triton.py's kernels through Triton's interpreter, in one fresh process with
   TRITON_INTERPRET=1 (the interpreter must be on when the kernels are decorated); they are also compiled for
   sm_90 (H100/H200) down to a cubin, which needs no GPU.
-* cuda_source: core/ops/softsplat_cupy.py's CUDA source compiled as C++ with core/ops/csrc/cuda_cpu_shim.h (one
+* cuda_source: core/ops/backends/cupy.py's CUDA source compiled as C++ with core/ops/csrc/cuda_cpu_shim.h (one
   block of one thread, atomicAdd a plain add) and called through ctypes.
 
 Each runs the cases of tests/gpu_kernel_cases.py: the reference vectors (every mode, forward and gradients) and
@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import gpu_kernel_cases
-from core.ops import softsplat, softsplat_cupy
+from core.ops import registry, softsplat
+from core.ops.backends import cupy as cupy_backend
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIM = ROOT / "core" / "ops" / "csrc" / "cuda_cpu_shim.h"
@@ -49,14 +50,10 @@ class ReferenceOps:
 
 @pytest.fixture(scope="module")
 def reference(cases):
-    previous = softsplat.get_backend()
-    softsplat.set_backend("torch")
-    try:
+    with registry.forced("torch"):
         # the reference cannot splat zero channels (embedding_bag fails): that case is checked by hand
         sums = {k: v for k, v in cases["sums"].items() if k != "no_channels"}
         return gpu_kernel_cases.run_cases(ReferenceOps(), {"sums": sums, "modes": cases["modes"]})
-    finally:
-        softsplat.set_backend(previous)
 
 
 # --------------------------------------------------------------------------------------- the two kernels
@@ -116,14 +113,14 @@ def shim_libraries(tmp_path_factory):
     libraries = {}
     for c_type in ("float", "double"):
         source = folder / f"splat_{c_type}.cu"
-        source.write_text(softsplat_cupy.kernel_source(c_type))
+        source.write_text(cupy_backend.kernel_source(c_type))
         library = folder / f"splat_{c_type}.so"
         done = subprocess.run([compiler, "-O2", "-std=c++17", "-Wall", "-shared", "-fPIC", "-include", str(SHIM),
                                "-x", "c++", str(source), "-o", str(library)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "warning" not in done.stderr, done.stderr
         libraries[c_type] = ctypes.CDLL(str(library))
-        for name in softsplat_cupy.KERNEL_NAMES:
+        for name in cupy_backend.KERNEL_NAMES:
             getattr(libraries[c_type], name).restype = None
     return libraries
 
@@ -240,8 +237,8 @@ def test_triton_kernels_compile_for_hopper():
     triton = pytest.importorskip("triton", reason="triton is not installed")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from core.ops import softsplat_triton
-    if softsplat_triton.interpreted():
+    from core.ops.backends import triton as triton_backend
+    if triton_backend.interpreted():
         pytest.skip("TRITON_INTERPRET is set in this process: the kernels are interpreted, not compiled")
     target = GPUTarget("cuda", 90, 32)
     sizes = {"pixels": "i32", "C": "i32", "H": "i32", "W": "i32"}
@@ -250,12 +247,12 @@ def test_triton_kernels_compile_for_hopper():
     variants += [("backward", "fp32", False, (True, False)), ("backward", "fp32", False, (False, True))]
     for kind, dtype, index64, needs in variants:
         if kind == "forward":
-            kernel, pointers = softsplat_triton._splat_forward, ("input_ptr", "flow_ptr", "output_ptr")
-            constants = {"BLOCK": softsplat_triton.BLOCK, "INDEX64": index64}
+            kernel, pointers = triton_backend._splat_forward, ("input_ptr", "flow_ptr", "output_ptr")
+            constants = {"BLOCK": triton_backend.BLOCK, "INDEX64": index64}
         else:
-            kernel = softsplat_triton._splat_backward
+            kernel = triton_backend._splat_backward
             pointers = ("grad_output_ptr", "input_ptr", "flow_ptr", "grad_input_ptr", "grad_flow_ptr")
-            constants = {"BLOCK": softsplat_triton.BLOCK, "INDEX64": index64, "NEED_INPUT": needs[0],
+            constants = {"BLOCK": triton_backend.BLOCK, "INDEX64": index64, "NEED_INPUT": needs[0],
                          "NEED_FLOW": needs[1]}
         signature = {**{p: "*" + dtype for p in pointers}, **sizes, **{k: "constexpr" for k in constants}}
         compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target,

@@ -1,14 +1,17 @@
-"""CUDA kernels for summation splatting, launched through CuPy (used for CUDA tensors when CuPy is importable).
+"""CUDA kernels ("cupy") for summation splatting, launched through CuPy; no preparation (the "direct" layout).
 
-The kernels implement exactly the semantics of the pure-PyTorch reference in :mod:`core.ops.softsplat`:
+The kernels implement exactly the semantics of the pure-PyTorch reference (:mod:`core.ops.backends.reference`):
 each source pixel is added to the four integer neighbours of (x + flow_x, y + flow_y) with bilinear weights,
 off-frame neighbours are dropped; the flow gradient is the derivative of the bilinear weights with the
 floor held constant. ``kernel_source(dtype)`` returns the CUDA C++ source (compile-checked with nvcc by the
-tests); nothing here is imported unless a CUDA tensor is splatted.
+tests, and run on the CPU through ``csrc/cuda_cpu_shim.h``); CuPy itself is imported only when a CUDA tensor is
+splatted. The forward adds with atomics (not deterministic); both gradients gather.
 """
 import functools
 
 import torch
+
+from .base import WholeFrame
 
 _COMMON = r"""
 #define TYPE {dtype}
@@ -146,25 +149,9 @@ def _launch(name, total, sizes, tensors):
         kernel((blocks,), (threads,), (cupy.int64(total), *[cupy.int32(v) for v in sizes], *arrays))
 
 
-class _SplatSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, flow):
-        input, flow = input.contiguous(), flow.contiguous()
-        n, c, h, w = input.shape
-        output = torch.zeros_like(input)
-        _launch("splat_forward", input.numel(), (c, h, w), (input, flow, output))
-        ctx.save_for_backward(input, flow)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, flow = ctx.saved_tensors
-        return splat_sum_backward(grad_output, input, flow, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-
-
 def splat_sum_backward(grad_output, input, flow, need_input=True, need_flow=True):
     """Gradients of ``(splat_sum(input, flow) * grad_output).sum()`` w.r.t. the input and the flow, each None
-    where not asked for (the interface of :func:`core.ops.softsplat_triton.splat_sum_backward`). CUDA tensors,
+    where not asked for (the interface of :func:`core.ops.backends.triton.splat_sum_backward`). CUDA tensors,
     float32 or float64; the flow is cast to the input's dtype. Both gather: deterministic."""
     input, flow = input.contiguous(), flow.to(input.dtype).contiguous()
     grad_output = grad_output.to(input.dtype).contiguous()
@@ -180,7 +167,29 @@ def splat_sum_backward(grad_output, input, flow, need_input=True, need_flow=True
 
 
 def splat_sum(input, flow):
-    """Summation splatting of a CUDA tensor (float32 or float64) with the CuPy kernels."""
-    if input.dtype not in _C_TYPES:
-        input, flow = input.float(), flow.float()
-    return _SplatSum.apply(input, flow.to(input.dtype))
+    """Summation splat of a CUDA ``input`` (N x C x H x W, float32 or float64) by ``flow`` (N x 2 x H x W, cast to
+    the input's dtype): N x C x H x W, contiguous. No autograd (the operators in :mod:`core.ops.operators` add it)."""
+    input, flow = input.contiguous(), flow.to(input.dtype).contiguous()
+    n, c, h, w = input.shape
+    output = torch.zeros_like(input)
+    _launch("splat_forward", input.numel(), (c, h, w), (input, flow, output))
+    return output
+
+
+class CuPy(WholeFrame):
+    name = "cupy"
+    device_types = ("cuda",)
+    deterministic = False
+
+    def available(self):
+        return available()
+
+    def why_not(self, device_type):
+        if device_type != "cuda":
+            return f"the tensor is not on a CUDA device ({device_type})"
+        if not available():
+            return "cannot splat CUDA tensors (CuPy is not importable)"
+        return None
+
+
+BACKEND = CuPy(splat_sum, splat_sum_backward)

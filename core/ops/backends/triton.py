@@ -1,7 +1,8 @@
-"""Triton kernels for summation splatting of CUDA tensors, with both gradients.
+"""Triton kernels ("triton") for summation splatting of CUDA tensors, with both gradients; no preparation (the
+"direct" layout).
 
-The semantics are those documented in :mod:`core.ops.softsplat` and implemented by the CuPy kernels
-(:mod:`core.ops.softsplat_cupy`): every source pixel (x, y) of ``input`` is added to the four integer neighbours
+The semantics are those of the reference (:mod:`core.ops.backends.reference`) and of the CuPy kernels
+(:mod:`core.ops.backends.cupy`): every source pixel (x, y) of ``input`` is added to the four integer neighbours
 of (x + flow_x, y + flow_y) with bilinear weights; neighbours off the frame are dropped one by one; a pixel whose
 flow is not finite splats nothing; the flow gradient is the derivative of the bilinear weights with the floor
 held constant. The corner weights are computed with the same operations as the reference, so they agree bit for
@@ -11,7 +12,7 @@ bit; sums differ by float rounding only.
     splat_sum(input, flow)                       -> output (N x C x H x W)
     splat_sum_backward(grad_output, input, flow, need_input=True, need_flow=True)
                                                  -> (grad_input or None, grad_flow or None)
-    SplatSum.apply(input, flow)                  the two as an autograd function
+    BACKEND                                      the two as a backend (:class:`core.ops.backends.base.Backend`)
 
 ``input`` is N x C x H x W, ``flow`` N x 2 x H x W (pixels, x first), float32 or float64 (the flow is cast to the
 input's dtype); non-contiguous tensors are made contiguous. One program handles a block of source pixels and
@@ -20,18 +21,20 @@ loops over the channels. Offsets are int32 when every offset of the call fits, i
 
 Determinism: the forward adds with atomics, so on a GPU its float summation order (and the last bits of the
 result) can differ from run to run; the backward gathers (each output element written by one program) and is
-deterministic. Callers that need deterministic results (``torch.use_deterministic_algorithms(True)``) must use
-another backend for the forward; nothing here checks that setting.
+deterministic. The backend is therefore not ``deterministic``: under ``torch.use_deterministic_algorithms(True)``
+the registry chooses another.
 
 The kernels are plain ``@triton.jit`` functions decorated when this module is first imported. With
 ``TRITON_INTERPRET=1`` set before that import, Triton's interpreter runs them on CPU tensors (slowly): that is
-how the test suite checks them on machines without a GPU.
+how the test suite checks them on machines without a GPU (a forced "triton" backend then serves CPU tensors).
 """
 import contextlib
 import functools
 import os
 
 import torch
+
+from .base import WholeFrame
 
 try:
     import triton
@@ -196,7 +199,7 @@ def _launch(kernel, input, *args, **constants):
 
 def splat_sum(input, flow, *, index64=None):
     """Summation splat of ``input`` (N x C x H x W) by ``flow`` (N x 2 x H x W, pixels): N x C x H x W in the
-    input's dtype. No autograd (see :class:`SplatSum`)."""
+    input's dtype. No autograd (the operators in :mod:`core.ops.operators` add it)."""
     input, flow = _check(input, flow)
     output = torch.zeros_like(input, memory_format=torch.contiguous_format)
     if input.numel():
@@ -224,18 +227,27 @@ def splat_sum_backward(grad_output, input, flow, need_input=True, need_flow=True
     return grad_input, grad_flow
 
 
-class SplatSum(torch.autograd.Function):
-    """Differentiable :func:`splat_sum` (w.r.t. the input and the flow)."""
+class Triton(WholeFrame):
+    name = "triton"
+    device_types = ("cuda",)
+    deterministic = False
 
-    @staticmethod
-    def forward(ctx, input, flow):
-        flow = flow.to(input.dtype)
-        ctx.save_for_backward(input, flow)
-        return splat_sum(input, flow)
+    def available(self):
+        return available()
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, flow = ctx.saved_tensors
-        grad_input, grad_flow = splat_sum_backward(grad_output, input, flow, ctx.needs_input_grad[0],
-                                                   ctx.needs_input_grad[1])
-        return grad_input, grad_flow
+    def why_not(self, device_type):
+        if device_type == "cuda":
+            if not available():
+                return "cannot splat CUDA tensors (triton is not importable)"
+            if _INTERPRET:
+                return "cannot splat CUDA tensors (TRITON_INTERPRET=1 runs the kernels on CPU tensors)"
+            return None
+        if device_type == "cpu":
+            if _INTERPRET and available():
+                return None
+            return ("the tensor is on the CPU (Triton runs CPU tensors only in its interpreter: "
+                    "TRITON_INTERPRET=1)")
+        return f"the tensor is on {device_type}"
+
+
+BACKEND = Triton(splat_sum, splat_sum_backward)
