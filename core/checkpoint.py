@@ -170,19 +170,20 @@ def load_weights(model, source, strict=True):
     return _load_named(model, *_named_state_dict(source), strict)
 
 
-def load_model(path, pyr_level=3, nr_lvl_skipped=0):
+def load_model(path, pyr_level=3, nr_lvl_skipped=0, model_size=None):
     """A :class:`~core.model.UPRNet` built from the weights file ``path`` alone, its weights loaded (strictly).
 
     The network has the options the file records (:func:`save_weights` records them), named after the official
     size they equal, else after the name saved with them ("custom" where that is an official size's name, e.g. a
-    ``UPRNet("base", options=...)`` variant). A file without options (the official ones) is built as the official
+    ``UPRNet("base", options=...)`` variant). A file without options (the official ones) is built as
+    ``model_size`` when given (a file of other widths is then a :class:`CheckpointError`), else as the official
     size its widths match (:func:`guess_model_size`); none matching is a :class:`CheckpointError`.
     """
     path = os.fspath(path)
     state, saved = read_checkpoint(path)
     state = strip_prefix(state)
     if saved is None:
-        model_size = guess_model_size(state)
+        model_size = model_size or guess_model_size(state)
         if model_size is None:
             raise CheckpointError(f"{path} records no model options and its widths match no official size "
                                   f"({', '.join(MODEL_SIZES)})")

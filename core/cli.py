@@ -226,5 +226,5 @@ def interpolator_from_args(args):
     model_size = getattr(args, "model_size", "base")
     model_file = model_file_from_args(args)
     interpolator = Interpolator.from_checkpoint(model_file, model_size, device, **options)
-    report_loaded(model_size, model_file)
+    report_loaded(interpolator.model.model_size, model_file)
     return interpolator

@@ -13,10 +13,9 @@ import os
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, default_model_file, load_weights
+from .checkpoint import CheckpointError, default_model_file, load_model
 from .device import apply_allocator_policy, default_memory_format, resolve_device
 from .frames import FrameError, from_float, image_to_tensor, pad_multiple, pad_to_multiple, tensor_to_float
-from .model import UPRNet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "upr-base.pkl")
@@ -135,15 +134,16 @@ class Interpolator:
 
     @classmethod
     def from_checkpoint(cls, model_file=None, model_size="base", device="auto", **kwargs):
-        """Build a model of ``model_size`` and load ``model_file`` (default: found by size in checkpoints/, see
-        :func:`core.checkpoint.default_model_file`: for base an official upr.pkl, else the shipped checkpoint)."""
+        """Load ``model_file`` (default: found by ``model_size`` in checkpoints/, see
+        :func:`core.checkpoint.default_model_file`: for base an official upr.pkl, else the shipped checkpoint) into
+        the network the file records (:func:`core.checkpoint.load_model`; files without options, like the
+        official ones, are built as ``model_size``)."""
         if model_file is None:
             try:
                 model_file = default_model_file(model_size)
             except CheckpointError as error:
                 raise InputError(str(error)) from None
-        model = load_weights(UPRNet(model_size), model_file)
-        return cls(model, device, **kwargs)
+        return cls(load_model(model_file, model_size=model_size), device, **kwargs)
 
     def pyramid_for(self, height, width):
         auto_level, auto_skipped = choose_pyramid(height, width)

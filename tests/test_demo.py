@@ -6,6 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import core
 from core.cli import error_message, run_cli, UsageError
@@ -102,6 +103,21 @@ def test_grey_rgba_and_16bit_inputs(tmp_path, capsys, checkpoint, kind):
     assert read(tmp_path / "out" / "in_sheet.png").dtype == np.uint8
 
 
+def test_weights_that_record_a_custom_variant_run_from_the_file_alone(tmp_path, capsys):
+    """A file saved by save_weights records its ModelOptions: the demo builds that network whatever --model_size
+    says (its default is base), and says what it loaded."""
+    from core.options import ModelOptions
+    options = ModelOptions(8, (40, 32, 28, 24, 16), 8)
+    torch.manual_seed(0)
+    variant = core.UPRNet("base", options=options)
+    core.save_weights(variant, tmp_path / "variant.pkl")
+    code, _, err = run_demo(capsys, "--frame0", image("carphone_0.png"), "--frame1", image("carphone_2.png"),
+                            "--model_file", tmp_path / "variant.pkl", "--output_dir", tmp_path / "out")
+    assert code == 0, err
+    assert f"loaded custom weights from {tmp_path / 'variant.pkl'}" in err
+    assert read(tmp_path / "out" / "carphone_interp_t0.5.png").shape == (144, 176, 3)
+
+
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, checkpoint):
     frame0, frame1 = image("carphone_0.png"), image("carphone_2.png")
     not_an_image = tmp_path / "notes.png"
@@ -110,7 +126,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, checkpoint):
     data = open(checkpoint, "rb").read()
     corrupt.write_bytes(data[:len(data) // 2])
     large = tmp_path / "large.pkl"
-    core.save_weights(core.build_model("large"), large)
+    torch.save(core.build_model("large").state_dict(), large)   # official style: no recorded options
     model = ["--model_file", checkpoint, "--output_dir", tmp_path / "out"]
     cases = [
         (["--frame0", tmp_path / "missing.png", "--frame1", frame1, *model], ["not found", "missing.png"]),

@@ -6,7 +6,6 @@
 The graph's inputs and outputs, the frame sizes it accepts (multiples of 2^(pyr_level + 1): pad first), its
 metadata, how splatting is exported (opset 18), --check, and what is refused: docs/onnx.md.
 """
-import argparse
 import os
 import time
 import warnings
@@ -177,17 +176,15 @@ def _parse_args(argv):
 
 
 def _load_model(args):
-    import core
-    from core.checkpoint import CheckpointError
-    from core.interpolator import SHIPPED_CHECKPOINT
+    """The network of --model_file (or, without it, of the default file for --model_size, as every tool finds
+    it: core.cli.model_file_from_args), built as the file records it (core.load_model)."""
+    from core.checkpoint import load_model
+    from core.cli import model_file_from_args, report_loaded
 
-    path = args.model_file or SHIPPED_CHECKPOINT
-    try:
-        return core.load_weights(core.build_model(args.model_size), path), path
-    except CheckpointError as error:
-        if args.model_file is None:
-            raise CheckpointError(f"{error} (the shipped base checkpoint is missing: pass --model_file)") from None
-        raise
+    path = model_file_from_args(args)
+    model = load_model(path, model_size=args.model_size)
+    report_loaded(model.model_size, path)
+    return model, path
 
 
 @cli_main(extra_errors=(ImportError,))

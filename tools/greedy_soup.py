@@ -17,10 +17,11 @@ import sys
 
 import torch
 
-import tools.train as train
 from core import build_model, load_weights, save_weights
 from core.checkpoint import average_weights, read_state_dict
 from core.cli import UsageError, check_weights_output, cli_main
+from core.training import build_datasets, seed_everything, setup_distributed, validate
+from tools.train import parse_args as parse_train_args
 
 
 def build_parser():
@@ -67,20 +68,20 @@ def main(argv=None):
     if len(args.checkpoints) < 2:
         raise UsageError("give at least two checkpoints")
     check_weights_output(args.out)
-    train_args = train.parse_args(argv[split + 1:])
+    train_args = parse_train_args(argv[split + 1:])
     if train_args.threads:
         torch.set_num_threads(train_args.threads)
-    train.seed_everything(train_args.seed, 0)
-    device = train.setup_distributed(train_args)[3]
+    seed_everything(train_args.seed, 0)
+    device = setup_distributed(train_args)[3]
     states = [read_state_dict(path) for path in args.checkpoints]
     model = build_model(train_args.model_size, pyr_level=train_args.pyr_level).to(device)
-    _, val_set = train.build_datasets(train_args)
+    _, val_set = build_datasets(train_args)
     for i, path in enumerate(args.checkpoints):
         print(f"{i}: {path}")
 
     def score(state):
         load_weights(model, state)
-        return train.validate(model, val_set, train_args, device)[0]
+        return validate(model, val_set, train_args, device)[0]
 
     kept, best = greedy_soup(states, score, sort=args.sort)
     save_weights(average_weights([states[k] for k in kept]), args.out)

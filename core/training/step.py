@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..device import default_memory_format
 from ..losses import LOSS_TYPES, flow_supervision, frame_loss, matching
 
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -31,9 +32,10 @@ def add_step_arguments(group):
 
 
 def memory_format_for(channels_last, device):
-    """The tensors' memory format: channels_last when asked, or when not said (None) on the CPU."""
+    """The tensors' memory format: channels_last when asked, or when not said (None) the device's default
+    (:func:`core.device.default_memory_format`: channels_last on the CPU)."""
     if channels_last is None:
-        channels_last = torch.device(device).type == "cpu"
+        return default_memory_format(device)
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
