@@ -444,6 +444,13 @@ def test_shipped_configs_parse(config):
     assert args.steps > 0 and args.model_size in core.MODEL_SIZES
 
 
+def test_config_names_are_unique_ignoring_case_and_the_old_large_name_still_works():
+    names = [name.lower() for name in os.listdir(os.path.join(REPO, "configs"))]
+    assert len(names) == len(set(names))
+    for name, size in (("upr_llarge.py", "LARGE"), ("upr_LARGE.py", "LARGE"), ("upr_large.py", "large")):
+        assert parse_args(["--config", os.path.join(REPO, "configs", name)]).model_size == size
+
+
 def test_help_documents_staged_runs():
     text = build_parser().format_help()
     assert "--stop_at_step" in text and "staged runs" in text

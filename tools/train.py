@@ -22,7 +22,6 @@ and exits, and ``--resume`` continues exactly where it stopped.
 """
 import argparse
 import os
-import runpy
 import sys
 import time
 
@@ -39,6 +38,7 @@ from core.training import Logger, SkipCounter, StopSignals, TrainingStep, add_st
     calibrate_feature_scale, distribute, format_gaps, link_train_log, psnr_by_gap, read_batches, \
     restore_training_state, save_training_state, seed_everything, setup_distributed, stop_vote, training_loader, \
     validate, validate_run
+from core.training.config import read_config, resolve_config
 from core.video import DEFAULT_SCENE_THRESHOLD
 
 
@@ -133,9 +133,10 @@ def parse_args(argv=None):
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.config:
-        if not os.path.isfile(first.config):
+        path = resolve_config(first.config)
+        if path is None:
             parser.error(f"config file not found: {first.config}")
-        values = {k: v for k, v in runpy.run_path(first.config).items() if not k.startswith("_")}
+        values = read_config(path)
         unknown = sorted(set(values) - {a.dest for a in parser._actions})
         if unknown:
             parser.error(f"{first.config}: unknown option(s) {', '.join(unknown)}")

@@ -1,4 +1,5 @@
-# The paper's recipe for UPR-Net LARGE: the base recipe (configs/upr_base.py) with the LARGE widths.
+# The paper's recipe for UPR-Net LARGE: the base recipe (configs/upr_base.py) with the LARGE widths. Named after
+# the official upr_llarge.pkl (configs/upr_LARGE.py, its old name, still works with tools.train --config).
 import os as _os
 import runpy as _runpy
 
