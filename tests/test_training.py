@@ -332,6 +332,24 @@ def test_model_file_starts_from_given_weights(vimeo, tmp_path):
     assert max((final[k] - start[k]).abs().max().item() for k in start) < 1e-6
 
 
+def test_time_limit_validates_saves_and_stops_and_validate_first_scores_the_start(vimeo, tmp_path):
+    """--max_minutes: a time limit that ends the run at the next step, which is validated and saved (unlike a
+    signal); --validate_first: the starting weights are validated at step 0 and are the score to beat."""
+    log_root = str(tmp_path / "log")
+    result = run_train(tiny_args(vimeo, log_root, "timed", steps=50, max_minutes=0.0001, validate_first=True),
+                       tmp_path)
+    validated = [int(step) for step in re.findall(r"step (\d+): validation PSNR", result.stdout)]
+    assert validated == [0, 1], result.stdout[-2000:]
+    assert "step 1: --max_minutes 0.0001; saving" in result.stdout
+    assert load(os.path.join(checkpoint_dir(log_root, "timed"), "last.pt"))["step"] == 1
+    assert os.path.isfile(os.path.join(checkpoint_dir(log_root, "timed"), "best.pkl"))
+
+
+def test_validation_every_few_minutes(vimeo, tmp_path):
+    result = run_train(tiny_args(vimeo, str(tmp_path / "log"), "every", steps=3, val_minutes=0.0001), tmp_path)
+    assert [int(s) for s in re.findall(r"step (\d+): validation PSNR", result.stdout)] == [1, 2, 3]
+
+
 def test_validate_only_reproduces_the_logged_validation_and_writes_nothing(vimeo, tmp_path):
     log_root = str(tmp_path / "log")
     result = run_train(tiny_args(vimeo, log_root, "scored", steps=4), tmp_path)

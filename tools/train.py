@@ -35,9 +35,9 @@ from core.data.triplets import FLOW_TEACHERS
 from core.device import keep_freed_memory
 from core.schedule import learning_rate
 from core.training import Logger, SkipCounter, StopSignals, TrainingStep, add_step_arguments, build_datasets, \
-    calibrate_feature_scale, distribute, format_gaps, link_train_log, psnr_by_gap, read_batches, \
-    restore_training_state, save_training_state, seed_everything, setup_distributed, stop_vote, training_loader, \
-    validate, validate_run
+    calibrate_feature_scale, distribute, format_gaps, link_train_log, memory_format_for, psnr_by_gap, \
+    read_batches, restore_training_state, save_training_state, seed_everything, setup_distributed, stop_vote, \
+    training_loader, validate, validate_run
 from core.training.config import read_config, resolve_config
 from core.video import DEFAULT_SCENE_THRESHOLD
 
@@ -71,7 +71,11 @@ def build_parser():
                    help="continue <exp>/checkpoints/last.pt exactly (--resume, --resume True or --resume=false)")
     g.add_argument("--stop_at_step", type=int, default=0,
                    help="stop (saving last) after step K, for staged runs; --resume continues (0: off)")
+    g.add_argument("--max_minutes", type=float, default=0,
+                   help="stop after this many minutes from the start, validating and saving (0: off)")
     g.add_argument("--model_file", help="start from these weights (e.g. an official .pkl) for fine-tuning")
+    g.add_argument("--validate_first", action="store_true",
+                   help="validate the starting weights first: best.pkl is then only written when training beats them")
     g.add_argument("--validate_only", action="store_true",
                    help="print --model_file's validation PSNR / SSIM (as logged in training), write nothing")
     g.add_argument("--seed", type=int, default=1234)
@@ -124,6 +128,8 @@ def build_parser():
     g.add_argument("--log_interval", type=int, default=20, help="steps between progress lines / scalars")
     g.add_argument("--image_interval", type=int, default=500, help="steps between training image logs")
     g.add_argument("--save_interval", type=int, default=1000, help="steps between validation + checkpoint")
+    g.add_argument("--val_minutes", type=float, default=0,
+                   help="also validate + checkpoint every this many minutes (0: off)")
     g.add_argument("--keep_validated_weights", action="store_true",
                    help="also keep the raw weights of every validated step as checkpoints/step_<step>.pkl")
     return p
@@ -173,6 +179,7 @@ def validate_weights(args, device):
 
 
 def main(argv=None):
+    started = time.time()
     args = parse_args(argv)
     keep_freed_memory()      # 1.3-1.6x faster steps on the CPU: large activations reuse freed memory
     cv2.setNumThreads(1)     # OpenCV's thread pool does not survive fork(): single-threaded before data workers
@@ -207,9 +214,7 @@ def main(argv=None):
     if args.model_file:
         load_model_file(model, args.model_file)
         logger.line(f"initialised from {args.model_file}")
-    if args.channels_last is None:
-        args.channels_last = device.type == "cpu"
-    model = model.to(memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
+    model = model.to(memory_format=memory_format_for(args.channels_last, device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.init_lr, weight_decay=args.weight_decay)
     if args.ema_decay and not 0 < args.ema_decay < 1:
         raise SystemExit(f"error: --ema_decay must lie in (0, 1), got {args.ema_decay}")
@@ -243,7 +248,7 @@ def main(argv=None):
                 best_psnr = score
                 save_weights(weights, os.path.join(ckpt_dir, "best.pkl"))
                 logger.line(f"step {step}: new best{which}, saved best.pkl")
-        if is_main:
+        if is_main and step > 0:
             save_training_state(last_path, trainer, step, best_psnr, args)
             save_weights(trainer.kept_model, os.path.join(ckpt_dir, "last.pkl"))
         if world_size > 1:
@@ -255,6 +260,10 @@ def main(argv=None):
     model.train()
     window_start, window_steps, start_step = time.time(), 0, step
     stop_point_reached = lambda: 0 < args.stop_at_step <= step < args.steps
+    out_of_time = lambda: 0 < args.max_minutes * 60 <= time.time() - started
+    if args.validate_first and step == 0:
+        checkpoint(validate_now=True)       # the starting weights: the score to beat
+    last_validation = time.time()
     stopping, data_failure = stop_point_reached(), False
     while step < args.steps and not stopping:
         epoch, position = divmod(step, steps_per_epoch)
@@ -274,19 +283,22 @@ def main(argv=None):
             if step % args.image_interval == 0 or step == start_step + 1:
                 logger.images(step, "train/images", batch, result.prediction, result.bi_flow)
 
-            # all processes stop at the same step: a signal to any of them stops all (2: too many unreadable
-            # samples on some process)
-            vote = stop_vote(2 if skips.too_many else int(signals.signal is not None or stop_point_reached()),
-                             device, world_size)
-            stopping, data_failure = vote > 0, vote == 2
+            # all processes act on the same step, on the most urgent code of any of them: 4 too many unreadable
+            # samples, 3 a signal or --stop_at_step (save and stop), 2 out of time (validate, save and stop),
+            # 1 time to validate (--val_minutes)
+            due = 0 < args.val_minutes * 60 <= time.time() - last_validation
+            vote = stop_vote(4 if skips.too_many else 3 if signals.signal is not None or stop_point_reached() else
+                             2 if out_of_time() else int(due), device, world_size)
+            stopping, data_failure = vote >= 2, vote == 4
             if stopping:
                 reason = ("too many unreadable samples" if data_failure else
                           f"--stop_at_step {args.stop_at_step}" if stop_point_reached() else
                           f"signal {signals.signal}" if signals.signal is not None else
-                          "another process was signalled")
+                          f"--max_minutes {args.max_minutes:g}" if vote == 2 else "another process was signalled")
                 logger.line(f"step {step}: {reason}; saving {last_path} and stopping")
-            if step % args.save_interval == 0 or step == args.steps or stopping:
-                checkpoint(validate_now=not stopping)
+            if step % args.save_interval == 0 or step == args.steps or vote in (1, 2) or stopping:
+                checkpoint(validate_now=vote <= 2)
+                last_validation = time.time()
             if step >= args.steps or stopping:
                 break
 
