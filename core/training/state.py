@@ -34,3 +34,17 @@ def restore_training_state(path, trainer):
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     return state["step"], state["best_psnr"]
+
+
+def compact_training_state(source, target):
+    """Copy the training state ``source`` to ``target`` (atomically) with the optimizer's moments in bfloat16:
+    base without a weight average 13 MB instead of 20 MB, for carrying between machines under a per-file limit.
+    ``--resume`` from it continues with the moments rounded to bfloat16 (the optimizer casts them back to float32
+    on loading); weights (and a weight average) stay exact. Returns the target's size in bytes."""
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    for per_parameter in state["optimizer"]["state"].values():
+        for key, value in per_parameter.items():
+            if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
+                per_parameter[key] = value.to(torch.bfloat16)
+    atomic_save(lambda tmp: torch.save(state, tmp), target)
+    return os.path.getsize(target)
