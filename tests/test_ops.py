@@ -472,8 +472,8 @@ def test_correlation_gradients_equal_autograd_through_shifted_products(max_displ
         else:
             out = _plain_correlation(a, b, max_displacement)
         results.append((out.detach(), *torch.autograd.grad(out, (a, b), grad_output)))
-    for ours, reference in zip(*results):
-        assert (ours - reference).abs().max() <= 1e-5
+    for ours, expected in zip(*results):
+        assert (ours - expected).abs().max() <= 1e-5
 
 
 def test_triton_backend_in_a_subprocess_runs_the_kernel_tests_interpreted():
@@ -485,7 +485,7 @@ def test_triton_backend_in_a_subprocess_runs_the_kernel_tests_interpreted():
         pytest.skip("this process already runs the Triton kernels interpreted")
     env = dict(os.environ, TRITON_INTERPRET="1",
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    selection = "triton and not subprocess and not gradcheck"       # gradcheck: 30 s interpreted, and see below
+    selection = "triton and not subprocess and not gradcheck"       # the gradchecks: 30 s interpreted
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
