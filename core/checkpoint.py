@@ -177,7 +177,9 @@ def load_model(path, pyr_level=3, nr_lvl_skipped=0, model_size=None):
     size they equal, else after the name saved with them ("custom" where that is an official size's name, e.g. a
     ``UPRNet("base", options=...)`` variant). A file without options (the official ones) is built as
     ``model_size`` when given (a file of other widths is then a :class:`CheckpointError`), else as the official
-    size its widths match (:func:`guess_model_size`); none matching is a :class:`CheckpointError`.
+    size its widths match (:func:`guess_model_size`); none matching is a :class:`CheckpointError`. A file that
+    records an official size other than a given ``model_size`` is that same error; one that records a custom
+    variant loads as recorded whatever ``model_size`` says.
     """
     path = os.fspath(path)
     state, saved = read_checkpoint(path)
@@ -191,7 +193,10 @@ def load_model(path, pyr_level=3, nr_lvl_skipped=0, model_size=None):
     else:
         saved_name, options = saved
         official = [name for name, known in MODEL_SIZES.items() if known == options]
-        model_size = official[0] if official else saved_name if saved_name not in MODEL_SIZES else "custom"
+        if official and model_size is not None and model_size not in official:
+            options = MODEL_SIZES[model_size]     # an official size other than asked for: the usual mismatch error
+        else:
+            model_size = official[0] if official else saved_name if saved_name not in MODEL_SIZES else "custom"
     model = UPRNet(model_size, pyr_level, nr_lvl_skipped, options=options)
     return _load_named(model, path, state, strict=True)
 

@@ -228,6 +228,12 @@ def test_custom_variant_reloads_from_its_file_alone(tmp_path, suffix):
     # a network with an official size's name but other widths is saved as what it is and comes back "custom"
     save_weights(core.UPRNet("base", options=CUSTOM), path)
     assert (core.load_model(path).model_size, core.load_model(path).options) == ("custom", CUSTOM)
+    # a custom variant loads as recorded whatever size is asked for; an official size must be the one asked for
+    assert core.load_model(path, model_size="large").options == CUSTOM
+    save_weights(core.build_model("large"), path)
+    assert core.load_model(path, model_size="large").model_size == "large"
+    with pytest.raises(CheckpointError, match="does not fit"):
+        core.load_model(path, model_size="base")
 
 
 @pytest.mark.parametrize("size", ["base", "large"])
