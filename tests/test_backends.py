@@ -88,7 +88,7 @@ def test_a_registered_backend_is_forcible_leaves_auto_alone_and_goes_away():
         assert "wrapped" in registry.names() and "wrapped" in registry.BACKENDS
         assert choose("cpu") == "cpp" and registry.candidates("cpu")[:2] == [cpp.BACKEND, wrapped_backend.BACKEND]
         registry.set_backend("wrapped")
-        assert softsplat.choose_backend(inp) == "wrapped" and registry.layout_for("cpu") == registry.DIRECT
+        assert registry.backend_for("cpu").name == "wrapped" and registry.layout_for("cpu") == registry.DIRECT
         assert torch.allclose(splat(inp, flow), expected, atol=1e-6)
         with pytest.raises(RuntimeError, match="'wrapped' was forced but the tensor is on cuda"):
             registry.backend_for("cuda")

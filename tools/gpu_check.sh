@@ -106,11 +106,11 @@ for i in range(torch.cuda.device_count()):
     p = torch.cuda.get_device_properties(i)
     info["devices"].append({"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": p.total_memory / 2 ** 30,
                             "multiprocessors": p.multi_processor_count})
-from core.ops import softsplat
+from core.ops import registry
 from core.ops.backends import triton as softsplat_triton
 info["triton_kernels_available"] = softsplat_triton.available()
 probe = torch.zeros(1, 1, 2, 2, device="cuda" if torch.cuda.is_available() else "cpu")
-info["splat_backend_chosen"] = softsplat.choose_backend(probe)
+info["splat_backend_chosen"] = registry.backend_for(probe.device.type).name
 json.dump(info, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(info, indent=2))
 EOF

@@ -47,12 +47,6 @@ set_backend = registry.set_backend
 get_backend = registry.get_backend
 
 
-def choose_backend(tensor):
-    """The name of the backend that splats ``tensor`` under the forced backend and determinism setting; a forced
-    backend that cannot serve the tensor raises RuntimeError."""
-    return registry.backend_for(tensor.device.type).name
-
-
 class Splatting:
     """Bilinear forward splatting by one flow field, prepared once and applied to any number of inputs.
 
