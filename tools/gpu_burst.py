@@ -129,8 +129,8 @@ def collect(args, exp_dir, started, previous_best):
                "cpu", "minutes": round((time.time() - started) / 60, 2), "last_step": last_step,
                "steps_per_second": rate, "start_psnr": baseline, "best_psnr": best,
                "improved": best is not None and baseline is not None and best > baseline,
-               "files": sorted(os.listdir(args.out))}
-    oversized = [n for n in summary["files"] if os.path.getsize(os.path.join(args.out, n)) > FILE_LIMIT]
+               "files": sorted(set(os.listdir(args.out)) | {"burst.json"})}
+    oversized = [n for n in os.listdir(args.out) if os.path.getsize(os.path.join(args.out, n)) > FILE_LIMIT]
     if oversized:
         summary["oversized"] = oversized
     with open(os.path.join(args.out, "burst.json"), "w") as f:

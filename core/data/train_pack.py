@@ -11,14 +11,13 @@ rate; clips whose source is unchanged are skipped when the command runs again (e
 The pack is lossy (one more H.264 generation): validation PSNR on it is comparable with itself (the starting
 weights are scored on the same pack), not with scores on the original files.
 """
-import json
 import os
 import re
 
 from tqdm import tqdm
 
 from ..video import open_reader, open_writer
-from .video_cache import _source_stamp
+from .video_cache import read_clip_manifest, source_stamp, write_clip_manifest
 
 MANIFEST = "pack.json"
 FORMAT_VERSION = 1
@@ -33,19 +32,7 @@ def pack_name(source):
 
 def read_pack_manifest(pack_dir):
     """{file name: entry} of the pack's clips; empty if there is no manifest (or one of another version)."""
-    path = os.path.join(pack_dir, MANIFEST)
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        manifest = json.load(f)
-    return manifest["clips"] if manifest.get("version") == FORMAT_VERSION else {}
-
-
-def _write_manifest(pack_dir, clips, crf):
-    path = os.path.join(pack_dir, MANIFEST)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"version": FORMAT_VERSION, "crf": crf, "clips": clips}, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    return read_clip_manifest(os.path.join(pack_dir, MANIFEST), FORMAT_VERSION)
 
 
 def make_pack(sources, pack_dir, crf=DEFAULT_CRF, progress=True):
@@ -60,7 +47,7 @@ def make_pack(sources, pack_dir, crf=DEFAULT_CRF, progress=True):
     clips = read_pack_manifest(pack_dir)
     bar = tqdm(total=len(sources), desc="packing clips", unit="clip", disable=not progress)
     for source, name in zip(sources, names):
-        size, mtime = _source_stamp(source)
+        size, mtime = source_stamp(source)
         entry = clips.get(name)
         target = os.path.join(pack_dir, name)
         if entry and (entry["source_bytes"], entry["source_mtime"], entry["crf"]) == (size, mtime, crf) \
@@ -81,7 +68,7 @@ def make_pack(sources, pack_dir, crf=DEFAULT_CRF, progress=True):
         clips[name] = {"source": os.path.abspath(source), "source_bytes": size, "source_mtime": mtime, "crf": crf,
                        "frames": frames, "fps": fps, "width": width, "height": height,
                        "bytes": os.path.getsize(target)}
-        _write_manifest(pack_dir, clips, crf)
+        write_clip_manifest(os.path.join(pack_dir, MANIFEST), FORMAT_VERSION, clips, crf=crf)
         bar.update()
     bar.close()
     return [clips[name] for name in names]

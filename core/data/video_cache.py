@@ -37,7 +37,7 @@ def clip_key(source):
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
 
 
-def _source_stamp(source):
+def source_stamp(source):
     """(bytes, mtime) of a file; for a frame folder the sum over its entries and the newest time."""
     if os.path.isdir(source):
         sizes = [os.stat(os.path.join(source, n)) for n in os.listdir(source)]
@@ -46,27 +46,30 @@ def _source_stamp(source):
     return stat.st_size, stat.st_mtime
 
 
-def read_manifest(cache_dir):
-    """The manifest's clips ({key: entry}); empty if there is none yet."""
-    path = os.path.join(cache_dir, MANIFEST)
+def read_clip_manifest(path, version):
+    """The "clips" of the JSON manifest ``path`` ({name: entry}); empty if there is none, or one of another
+    ``version``."""
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
         manifest = json.load(f)
-    if manifest.get("version") != FORMAT_VERSION:
-        return {}
-    return manifest["clips"]
+    return manifest["clips"] if manifest.get("version") == version else {}
 
 
-def _write_manifest(cache_dir, clips):
-    path = os.path.join(cache_dir, MANIFEST)
+def write_clip_manifest(path, version, clips, **fields):
+    """Write the JSON manifest ``path`` ({"version", "clips", **fields}) atomically (write, then rename)."""
     with open(path + ".tmp", "w") as f:
-        json.dump({"version": FORMAT_VERSION, "clips": clips}, f, indent=1)
+        json.dump({"version": version, "clips": clips, **fields}, f, indent=1, sort_keys=True)
     os.replace(path + ".tmp", path)
 
 
+def read_manifest(cache_dir):
+    """The cache manifest's clips ({key: entry}); empty if there is none yet."""
+    return read_clip_manifest(os.path.join(cache_dir, MANIFEST), FORMAT_VERSION)
+
+
 def _entry_is_current(cache_dir, entry, source):
-    size, mtime = _source_stamp(source)
+    size, mtime = source_stamp(source)
     data = os.path.join(cache_dir, entry["file"])
     frame_bytes = entry["height"] * entry["width"] * 3
     return (entry["source_bytes"] == size and abs(entry["source_mtime"] - mtime) < 1e-3 and os.path.isfile(data)
@@ -98,7 +101,7 @@ def _prepare_clip(source, cache_dir, key):
                 count += 1
     decode_error = next((str(w.message) for w in caught if issubclass(w.category, VideoDecodeWarning)), None)
     os.replace(partial, data)
-    size, mtime = _source_stamp(source)
+    size, mtime = source_stamp(source)
     return {"source": os.path.abspath(source), "file": os.path.basename(data), "frames": count,
             "height": shape[0], "width": shape[1], "fps": fps, "cut_scores": scores,
             "decode_error": decode_error, "source_bytes": size, "source_mtime": mtime}
@@ -128,7 +131,7 @@ def prepare_cache(sources, cache_dir, progress=True):
             if entry is None or not _entry_is_current(cache_dir, entry, source):
                 entry = _prepare_clip(source, cache_dir, key)
                 clips[key] = entry
-                _write_manifest(cache_dir, clips)
+                write_clip_manifest(os.path.join(cache_dir, MANIFEST), FORMAT_VERSION, clips)
             entries.append(entry)
     return entries
 
