@@ -17,8 +17,6 @@ import importlib.util
 import math
 import os
 
-import av
-import av.filter
 import cv2
 import numpy as np
 import torch
@@ -126,6 +124,9 @@ class MinterpolateInterpolator:
 
     def _resample(self, rgb0, rgb1, fps):
         """Two H x W x 3 uint8 frames -> {time as Fraction: H x W x 3 uint8} at multiples of 1 / fps."""
+        import av                     # here: PyAV is missing on some GPU images, where the other baselines still run
+        import av.filter
+
         height, width, _ = rgb0.shape
         graph = av.filter.Graph()
         source = graph.add_buffer(width=width, height=height, format="rgb24", time_base=fractions.Fraction(1))

@@ -144,7 +144,7 @@ def _launch(name, total, sizes, tensors):
     kernel = _kernels(_C_TYPES[tensors[0].dtype])[name]
     threads = 512
     blocks = max(1, min((total + threads - 1) // threads, 65535 * 8))
-    arrays = [cupy.asarray(t) for t in tensors]            # zero-copy views (__cuda_array_interface__)
+    arrays = [cupy.asarray(t.detach()) for t in tensors]   # zero-copy views; detach: autograd-tracked inputs refuse one
     with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
         kernel((blocks,), (threads,), (cupy.int64(total), *[cupy.int32(v) for v in sizes], *arrays))
 
