@@ -19,6 +19,8 @@ setup(
         "cuda": ["cupy-cuda12x"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.17"],   # tools.export_onnx and ONNX Runtime inference
         "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.17"],
+        "vapoursynth": [],   # filled by the VapourSynth front (issue 34)
+        "app": [],           # filled by the web app (issue 34)
     },
     entry_points={
         "console_scripts": [
