@@ -19,7 +19,7 @@ setup(
         "cuda": ["cupy-cuda12x"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.17"],   # tools.export_onnx and ONNX Runtime inference
         "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.17"],
-        "vapoursynth": [],   # filled by the VapourSynth front (issue 34)
+        "vapoursynth": ["vapoursynth>=81; python_version >= '3.12'"],   # core.vapoursynth (wheel: core + vspipe)
         "app": [],           # filled by the web app (issue 34)
     },
     entry_points={
