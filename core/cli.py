@@ -127,8 +127,9 @@ def tool_parser(prog, doc, details, usage=None):
 
 def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=None, model_size=True):
     """Add the model options every interpolating tool shares: --model_size, --model_file, --device, --threads,
-    --precision, --low_memory and (with ``pyramid``) --pyr_level / --nr_lvl_skipped, whose defaults are
-    ``pyr_level`` / ``nr_lvl_skipped`` (None: chosen by resolution)."""
+    --precision, --scale, --compile, --low_memory, --still_threshold and (with ``pyramid``) --pyr_level /
+    --nr_lvl_skipped, whose defaults are ``pyr_level`` / ``nr_lvl_skipped`` (None: chosen by resolution).
+    --scale skips more finest levels on top of the pyramid chosen (:func:`core.interpolator.scaled_pyramid`)."""
     from .options import MODEL_SIZES
 
     group = parser.add_argument_group("model")
@@ -141,8 +142,12 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu, the default), cpu, cuda, cuda:1, ...")
     group.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads for torch (default: torch's choice)")
-    group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                       help="fp32: exact (default); bf16: faster autocast (AVX512-BF16 CPUs, GPUs)")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                       help="fp32: exact (default); bf16 / fp16: faster autocast (bf16: AVX512-BF16 CPUs, GPUs)")
+    group.add_argument("--scale", type=float, default=1.0, metavar="S",
+                       help="estimate motion at S x the resolution: 1 (default), 0.5, 0.25 or 0.125 (faster)")
+    group.add_argument("--compile", action="store_true",
+                       help="run the model through torch.compile (first pairs slow while it compiles)")
     group.add_argument("--low_memory", default="auto", choices=["auto", "on", "off"],
                        help="synthesize large frames in exact strips (default auto: above ~1080p)")
     group.add_argument("--still_threshold", type=float, default=None, metavar="D",
@@ -155,6 +160,10 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
                            help="finest levels that skip motion estimation (default: "
                                 f"{nr_lvl_skipped if nr_lvl_skipped is not None else 'automatic'})")
     return group
+
+
+SCALE_CHOICES = (1.0, 0.5, 0.25, 0.125)
+"""--scale values (:data:`core.interpolator.SCALES`)."""
 
 
 def interpolator_options(args):
@@ -170,6 +179,13 @@ def interpolator_options(args):
                "low_memory": {"auto": "auto", "on": True, "off": False}[getattr(args, "low_memory", "auto")]}
     if getattr(args, "still_threshold", None) is not None:   # checked by core.Interpolator (InputError)
         options["still_threshold"] = args.still_threshold
+    scale = getattr(args, "scale", 1.0)
+    if scale is not None:
+        if scale not in SCALE_CHOICES:
+            raise UsageError(f"--scale must be 1, 0.5, 0.25 or 0.125, got {scale:g}")
+        options["scale"] = scale
+    if getattr(args, "compile", False):
+        options["compile"] = True
     pyr_level = getattr(args, "pyr_level", None)
     skipped = getattr(args, "nr_lvl_skipped", None)
     if pyr_level is not None and pyr_level < 1:

@@ -6,6 +6,10 @@
 
 Frames are padded on the right and bottom with 0.5 to a multiple of max(64, 2^(L+1)) (the benchmark protocol)
 and cropped back. Motion is estimated once per pair and reused for every time step.
+
+Speed knobs (docs/benchmarks.md has the speed/quality table): ``scale=0.5`` / ``0.25`` estimate motion at a
+reduced resolution (synthesis stays at full resolution), ``precision="bf16"`` / ``"fp16"`` autocast, and
+``compile=True`` runs the model through torch.compile.
 """
 import math
 import os
@@ -47,6 +51,35 @@ def choose_pyramid(height, width):
     return 7, 2
 
 
+SCALES = {1.0: 0, 0.5: 1, 0.25: 2, 0.125: 3}
+"""``scale`` -> the number of finest pyramid levels skipped on top of the resolution's (or the explicit) choice."""
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``precision`` -> the autocast dtype (None: no autocast)."""
+
+
+def scale_skips(scale):
+    """The extra skipped levels of ``scale`` (1 -> 0, 0.5 -> 1, 0.25 -> 2, 0.125 -> 3); InputError otherwise."""
+    try:
+        return SCALES[float(scale)]
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"scale must be 1, 0.5, 0.25 or 0.125, got {scale!r}") from None
+
+
+def scaled_pyramid(pyr_level, nr_lvl_skipped, scale, level_fixed=False):
+    """The pyramid (pyr_level, nr_lvl_skipped) that estimates motion at ``scale`` of the resolution of the pyramid
+    (pyr_level, nr_lvl_skipped): log2(1 / scale) more finest levels skip motion estimation (their flow is the
+    coarsest estimate upsampled), while pyr_level, hence the coarsest level and the largest motion it sees, stays.
+    When no level would be left to estimate motion, pyr_level is raised to nr_lvl_skipped + 1 (the coarsest
+    level sees more motion), or, with ``level_fixed`` (an explicit pyr_level), that is an InputError."""
+    skipped = nr_lvl_skipped + scale_skips(scale)
+    if skipped < pyr_level:
+        return pyr_level, skipped
+    if level_fixed:
+        raise InputError(f"scale {scale:g} skips {skipped} pyramid levels, which leaves none of pyr_level={pyr_level} "
+                         f"to estimate motion: use a pyr_level of at least {skipped + 1} or a larger scale")
+    return skipped + 1, skipped
+
+
 def _as_batch(frame, name):
     """numpy H x W x C (uint8/uint16/float) or tensor [1 x] 3 x H x W (uint8 or float) -> N x 3 x H x W float32."""
     if isinstance(frame, np.ndarray):
@@ -64,12 +97,31 @@ def _as_batch(frame, name):
     raise InputError(f"{name}: expected a numpy array or a torch tensor, got {type(frame).__name__}")
 
 
-def _check_times(time_periods):
-    times = [float(t) for t in np.atleast_1d(np.asarray(time_periods, dtype=np.float64))]
-    bad = [t for t in times if not (math.isfinite(t) and 0.0 <= t <= 1.0)]
-    if bad or not times:
+def _check_times(time_periods, batch):
+    """Times -> a list of K time steps, each a float (the same for every pair) or an N tensor (float32, CPU) of
+    per-pair times. ``time_periods``: a float, a list of K floats, or N lists of K floats (pair n's k-th frame at
+    time_periods[n][k])."""
+    try:
+        array = np.asarray(time_periods, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("time_period: expected a float, a list of floats or one list of floats per pair of "
+                         "equal lengths") from None
+    if array.ndim > 2:
+        raise InputError(f"time_period: expected at most one list of times per pair, got shape {array.shape}")
+    if array.ndim == 2 and array.shape[0] != batch:
+        raise InputError(f"time_period: {array.shape[0]} lists of times for {batch} pairs")
+    bad = [float(t) for t in array.flat if not (math.isfinite(t) and 0.0 <= t <= 1.0)]
+    if bad or not array.size:
         raise InputError(f"time_period must lie in [0, 1], got {bad or 'nothing'}")
-    return times
+    if array.ndim < 2:
+        return [float(t) for t in np.atleast_1d(array)]
+    return [float(column[0]) if (column == column[0]).all() else torch.from_numpy(column.astype(np.float32))
+            for column in array.T]
+
+
+def _per_pair(t, like):
+    """A float or an N tensor of times -> something that broadcasts against N x C x H x W ``like``."""
+    return t.to(like.device).reshape(-1, 1, 1, 1) if isinstance(t, torch.Tensor) else t
 
 
 def _like_input(result, frame):
@@ -102,8 +154,15 @@ class Interpolator:
         :data:`STRIP_ROWS` rows (4K fits in a few GB), True always does, False never does.
     channels_last: run convolutions on channels_last tensors (None: on the CPU, where oneDNN is ~1.5x faster
         with them); results agree with the default layout to float rounding.
-    precision: "fp32" (exact, default) or "bf16" (autocast: convolutions in bfloat16, splatting and correlation
-        still in float32; faster on CPUs with AVX512-BF16 / AMX and on recent GPUs, slightly less accurate).
+    precision: "fp32" (exact, default), "bf16" or "fp16" (autocast: convolutions in bfloat16 / float16; splatting
+        with its normalisation and the correlation are computed in float32 whatever the autocast). bf16 is faster
+        on CPUs with AVX512-BF16 / AMX and on recent GPUs, slightly less accurate; fp16 is meant for CUDA (it runs
+        on the CPU too, slowly without AVX512-FP16 / AMX-FP16).
+    scale: 1 (default), 0.5, 0.25 or 0.125: motion is estimated at this fraction of the resolution, synthesis
+        stays at full resolution (RIFE's --scale). It skips log2(1 / scale) more finest pyramid levels than
+        pyr_level / nr_lvl_skipped (explicit or by resolution) do, keeping pyr_level (see :func:`scaled_pyramid`).
+    compile: False (default), True (torch.compile with Inductor) or a torch.compile backend name: motion estimation
+        and synthesis run compiled (one compilation per frame size and pyramid; the first pairs are slow).
     still_threshold: pairs whose mean absolute difference (in [0, 1]) is below it are still: every time step is
         (1 - t) * frame0 + t * frame1 (the picture itself) and their flow is zero, without running the network
         (default :data:`STILL_THRESHOLD`; 0 always runs it).
@@ -112,13 +171,20 @@ class Interpolator:
     """
 
     def __init__(self, model, device="auto", pyr_level=None, nr_lvl_skipped=None, low_memory="auto",
-                 channels_last=None, precision="fp32", still_threshold=STILL_THRESHOLD):
+                 channels_last=None, precision="fp32", still_threshold=STILL_THRESHOLD, scale=1.0, compile=False):
         self.device = resolve_device(device)
         if not still_threshold >= 0:
             raise InputError(f"still_threshold must be at least 0, got {still_threshold}")
         self.still_threshold = still_threshold
-        if precision not in ("fp32", "bf16"):
-            raise InputError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        scale_skips(scale)
+        self.scale = float(scale)
+        if pyr_level is not None:
+            scaled_pyramid(pyr_level, nr_lvl_skipped or 0, self.scale, level_fixed=True)   # fails early
+        if compile not in (False, None) and not (compile is True or isinstance(compile, str)):
+            raise InputError(f"compile must be False, True or a torch.compile backend name, got {compile!r}")
+        self.compile = compile or False
         if low_memory not in ("auto", True, False):
             raise InputError(f"low_memory must be 'auto', True or False, got {low_memory!r}")
         if channels_last is None:
@@ -131,6 +197,7 @@ class Interpolator:
         self.nr_lvl_skipped = nr_lvl_skipped
         self.low_memory = low_memory
         self.precision = precision
+        self._compiled = None
 
     @classmethod
     def from_checkpoint(cls, model_file=None, model_size="base", device="auto", **kwargs):
@@ -146,28 +213,46 @@ class Interpolator:
         return cls(load_model(model_file, model_size=model_size), device, **kwargs)
 
     def pyramid_for(self, height, width):
+        """(pyr_level, nr_lvl_skipped) run for frames of height x width: the explicit values, else
+        :func:`choose_pyramid`'s (an explicit pyr_level other than the resolution's skips nothing unless
+        nr_lvl_skipped says so), then :attr:`scale` applied (:func:`scaled_pyramid`)."""
         auto_level, auto_skipped = choose_pyramid(height, width)
         pyr_level = self.pyr_level if self.pyr_level is not None else auto_level
         if self.nr_lvl_skipped is not None:
-            return pyr_level, self.nr_lvl_skipped
-        return pyr_level, auto_skipped if self.pyr_level in (None, auto_level) else 0
+            skipped = self.nr_lvl_skipped
+        else:
+            skipped = auto_skipped if self.pyr_level in (None, auto_level) else 0
+        return scaled_pyramid(pyr_level, skipped, self.scale, level_fixed=self.pyr_level is not None)
+
+    def _model_calls(self):
+        """(estimate_motion, synthesize): the model's methods, or their torch.compile'd versions (made once)."""
+        if not self.compile:
+            return self.model.estimate_motion, self.model.synthesize
+        if self._compiled is None:
+            backend = "inductor" if self.compile is True else self.compile
+            self._compiled = tuple(torch.compile(fn, backend=backend, dynamic=False)
+                                   for fn in (self.model.estimate_motion, self.model.synthesize))
+        return self._compiled
 
     @torch.no_grad()
     def interpolate_tensors(self, img0, img1, time_periods=(0.5,)):
-        """img0, img1: N x 3 x H x W float in [0, 1] (any device). Returns (list of N x 3 x H x W frames, one per
-        time step, and the bi-directional flow N x 4 x H x W in input pixels), on the model's device."""
+        """img0, img1: N x 3 x H x W float in [0, 1] (any device). time_periods: K times in [0, 1] for every pair,
+        or N lists of K times (pair n's k-th frame at time_periods[n][k]). Returns (list of K N x 3 x H x W
+        frames, one per time step, and the bi-directional flow N x 4 x H x W in input pixels), on the model's
+        device."""
         if img0.shape != img1.shape:
             raise InputError(f"frame sizes differ: {tuple(img0.shape[-2:])} vs {tuple(img1.shape[-2:])}")
         for name, img in (("frame0", img0), ("frame1", img1)):
             if not torch.isfinite(img).all():
                 raise InputError(f"{name} contains NaN or infinite values")
-        times = _check_times(time_periods)
+        times = _check_times(time_periods, img0.shape[0])
         if self.still_threshold <= 0:
             return self._run_network(img0, img1, times)
         still = (img0 - img1).abs().flatten(1).mean(1) < self.still_threshold    # N booleans
         if not still.any():
             return self._run_network(img0, img1, times)
-        blends = [((1 - t) * img0 + t * img1).to(self.device, torch.float32) for t in times]
+        blends = [((1 - _per_pair(t, img0)) * img0 + _per_pair(t, img0) * img1).to(self.device, torch.float32)
+                  for t in times]
         if still.all():
             return blends, torch.zeros(img0.shape[0], 4, *img0.shape[-2:], device=self.device)
         frames, bi_flow = self._run_network(img0, img1, times)
@@ -183,9 +268,14 @@ class Interpolator:
                       for img in (img0, img1))
         strips = synthesized_in_strips(*img0.shape[-2:], self.low_memory)
         apply_allocator_policy(self.device, img0.shape[-2] * img0.shape[-1])
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            levels = self.model.estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
-            frames = [self.model.synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()
+        estimate_motion, synthesize = self._model_calls()
+        if self.compile:    # t as a tensor: one graph for every time (a float would be specialised per value)
+            times = [t if isinstance(t, torch.Tensor) else torch.full((img0.shape[0],), t) for t in times]
+        times = [t.to(self.device) if isinstance(t, torch.Tensor) else t for t in times]
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            levels = estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
+            frames = [synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()
                       for t in times]
         bi_flow = levels[-1].full_flow[..., :h, :w].float()
         return frames, bi_flow
