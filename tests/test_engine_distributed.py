@@ -1,0 +1,199 @@
+"""Jobs spread over ranks: core.engine.distributed.Shard, the benchmark scripts and tools.interp_video under
+torchrun with two Gloo ranks on the CPU, compared with one process.
+
+The multi-rank runs start ``python -m torch.distributed.run --standalone --nproc_per_node 2`` as a subprocess
+on tiny generated inputs (64 x 48 to 64 x 96 frames) with a random-weight model: the numbers mean nothing, but a
+two-rank job must give exactly what one process gives (same per-frame scores in the same order, same averages;
+same decoded frames and frame count for videos).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:                  # `tools` is a plain folder next to `core`
+    sys.path.insert(0, ROOT)
+
+import core  # noqa: E402
+from core.engine.distributed import Shard, ShardError, merge_by_index  # noqa: E402
+from tools import benchmark_8x_4k1000fps, benchmark_snufilm, benchmark_ucf101, benchmark_vimeo90k  # noqa: E402
+
+TIMING_KEYS = {"seconds"}
+QUIET = ["--nr_data_worker", "0", "--threads", "1", "--no_progress"]
+
+
+# ------------------------------------------------------------------------------------------------ Shard alone
+
+def test_one_process_shard_without_launcher_environment():
+    shard = Shard.from_environment("cpu", environ={})
+    assert (shard.rank, shard.world_size, shard.is_main, shard.distributed) == (0, 1, True, False)
+    assert shard.indices(4) == [0, 1, 2, 3] and shard.all_gather({"a": 1}) == [{"a": 1}]
+    shard.barrier()
+    shard.close()
+    one = Shard.from_environment("cpu", environ={"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"})
+    assert one.world_size == 1 and not one.distributed
+
+
+def test_rank_arithmetic():
+    shards = [Shard(rank, 3) for rank in range(3)]
+    assert [s.indices(7) for s in shards] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [s.owns(4) for s in shards] == [False, True, False]
+    assert [s.is_main for s in shards] == [True, False, False]
+    parts = [[f"item{i}" for i in s.indices(7)] for s in shards]
+    assert merge_by_index(parts, 7) == [f"item{i}" for i in range(7)]
+    assert merge_by_index([[], []], 0) == []
+    with pytest.raises(ValueError, match="rank 1 returned 1 results, expected 2"):
+        merge_by_index([["a", "c"], ["b"], ["x"]], 6)
+
+
+@pytest.mark.parametrize("environ, fragment", [
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK 2 is outside [0, WORLD_SIZE 2)"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE must be at least 1"),
+    ({"WORLD_SIZE": "two"}, "must be whole numbers"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "MASTER_ADDR and MASTER_PORT are not set"),
+])
+def test_bad_launcher_environment_is_one_clear_error(environ, fragment):
+    with pytest.raises(ShardError) as info:
+        Shard.from_environment("cpu", environ=environ)
+    assert fragment in str(info.value) and isinstance(info.value, OSError)
+
+
+# ------------------------------------------------------------------------------------------- torchrun helpers
+
+def _torchrun(script, tmp_path, nproc=2, args=(), timeout=600):
+    """Run ``script`` (Python source) under ``torch.distributed.run --standalone``; returns the CompletedProcess."""
+    path = tmp_path / "job.py"
+    path.write_text(textwrap.dedent(script))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "UPR_DEBUG"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               str(path), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _write(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def _frame(rng, h, w):
+    """A smooth random H x W x 3 uint8 frame."""
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _without_timing(result):
+    return {key: value for key, value in result.items() if key not in TIMING_KEYS}
+
+
+# ---------------------------------------------------------------------------------------- benchmark sharding
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    """Tiny sets in the four layouts (odd sample counts, two frame sizes in SNU-FILM) and random weights."""
+    root = tmp_path_factory.mktemp("sharded_sets")
+    rng = np.random.default_rng(3)
+    paths = {"model": str(root / "random-base.pkl")}
+    core.save_weights(core.build_model("base"), paths["model"])
+    vimeo = root / "vimeo"
+    lines = ["00001/0001", "00001/0002", "00002/0001", "00003/0004", "00003/0005"]
+    for line in lines:
+        for i in (1, 2, 3):
+            _write(vimeo / "sequences" / line / f"im{i}.png", _frame(rng, 48, 64))
+    (vimeo / "tri_testlist.txt").write_text("\n".join(lines) + "\n")
+    ucf = root / "ucf101"
+    for name in ("1", "2", "3"):
+        for f in ("frame_00.png", "frame_01_gt.png", "frame_02.png"):
+            _write(ucf / name / f, _frame(rng, 64, 64))
+    snu = root / "snufilm"
+    os.makedirs(snu / "eval_modes")
+    for subset in ("easy", "medium", "hard", "extreme"):
+        list_lines = []
+        for k, (h, w) in enumerate([(48, 64), (64, 48), (48, 64)]):
+            names = [f"test/GOPRO_test/{subset}{k}/{i:06d}.png" for i in (1, 2, 3)]
+            for name in names:
+                _write(snu / name, _frame(rng, h, w))
+            list_lines.append(" ".join(f"data/SNU-FILM/{name}" for name in names))
+        (snu / "eval_modes" / f"test-{subset}.txt").write_text("\n".join(list_lines) + "\n")
+    xtest = root / "xtest"
+    for kind, scene in (("Type1", "TEST01_003_f0433"), ("Type2", "TEST05_158_f0321"),
+                        ("Type2", "TEST06_001_f0001")):
+        for i in range(33):
+            _write(xtest / kind / scene / f"{i:04d}.png", _frame(rng, 48, 64))
+    paths.update(vimeo=str(vimeo), ucf=str(ucf), snu=str(snu), xtest=str(xtest))
+    return paths
+
+
+def _benchmark_jobs(sets, out):
+    """(module name, argv) of each benchmark run compared: every script, batch 1 and 2, a worker process."""
+    model = ["--model_file", sets["model"]]
+    return {
+        "vimeo": ("benchmark_vimeo90k", ["--data_root", sets["vimeo"], *model, "--save_dir", f"{out}/vimeo_png"]),
+        "vimeo_b2": ("benchmark_vimeo90k", ["--data_root", sets["vimeo"], *model, "--batch_size", "2"]),
+        "ucf": ("benchmark_ucf101", ["--data_root", sets["ucf"], *model]),
+        "snu_b2": ("benchmark_snufilm", ["--data_root", sets["snu"], *model, "--batch_size", "2",
+                                         "--pyr_level", "3", "--subsets", "easy", "extreme"]),
+        "xtest": ("benchmark_8x_4k1000fps", ["--test_data_path", sets["xtest"], *model, "--pyr_level", "3",
+                                             "--nr_lvl_skipped", "0"]),
+    }
+
+
+def test_benchmarks_under_two_ranks_write_the_single_process_json(sets, tmp_path, capsys):
+    jobs = _benchmark_jobs(sets, tmp_path / "ranks")
+    script = f"""
+        import importlib, sys
+        jobs = {jobs!r}
+        for name, (module, argv) in jobs.items():
+            main = importlib.import_module("tools." + module).main
+            main(argv + ["--out_json", {str(tmp_path / "ranks")!r} + "/" + name + ".json"] + {QUIET!r})
+        """
+    finished = _torchrun(script, tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    modules = {"benchmark_vimeo90k": benchmark_vimeo90k, "benchmark_ucf101": benchmark_ucf101,
+               "benchmark_snufilm": benchmark_snufilm, "benchmark_8x_4k1000fps": benchmark_8x_4k1000fps}
+    single_jobs = _benchmark_jobs(sets, tmp_path / "one")
+    for name, (module, argv) in single_jobs.items():
+        out = str(tmp_path / "one" / f"{name}.json")
+        modules[module].main(argv + ["--out_json", out] + QUIET)
+        with open(out) as f:
+            single = json.load(f)
+        with open(tmp_path / "ranks" / f"{name}.json") as f:
+            sharded = json.load(f)
+        assert list(sharded) == list(single), name                    # same fields in the same order
+        assert _without_timing(sharded) == _without_timing(single), name
+        assert len(single["frames"]) == sum(s["count"] for k, s in single["subsets"].items() if k != "all")
+    capsys.readouterr()
+    # the work was split over two ranks, and rank 0 alone printed: one table per job
+    assert finished.stdout.count("; 2 ranks, the progress bar shows rank 0's share") == len(jobs)
+    assert finished.stdout.count("results written to") == len(jobs)
+    # the predictions saved by both ranks are those of one process, byte for byte
+    saved = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "one" / "vimeo_png")
+                   for d, _, files in os.walk(tmp_path / "one" / "vimeo_png") for f in files)
+    assert len(saved) == 5
+    for relative in saved:
+        a = cv2.imread(str(tmp_path / "one" / "vimeo_png" / relative), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "ranks" / "vimeo_png" / relative), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(a, b), relative
+
+
+def test_an_error_on_one_rank_is_one_line_from_rank_0(sets, tmp_path):
+    broken = tmp_path / "vimeo"
+    shutil.copytree(sets["vimeo"], broken)
+    (broken / "sequences" / "00001" / "0002" / "im2.png").write_bytes(b"not a png")   # sample 1: rank 1's
+    script = f"""
+        from tools import benchmark_vimeo90k
+        benchmark_vimeo90k.main(["--data_root", {str(broken)!r}, "--model_file", {sets["model"]!r}] + {QUIET!r})
+        """
+    finished = _torchrun(script, tmp_path)
+    assert finished.returncode != 0
+    errors = [line for line in finished.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, finished.stderr[-3000:]
+    assert errors[0].startswith("error: rank 1: ") and "im2.png" in errors[0]
