@@ -1,0 +1,117 @@
+"""A local web app: drop two frames and move t, or drop a clip and get it at x2, x4 or a target rate.
+
+    python -m tools.app                                  # http://127.0.0.1:7860/
+    python -m tools.app --port 8080 --model_size large --device cuda
+    python -m tools.app --host 0.0.0.0 --max_upload_mb 200   # reachable from other machines: only on trusted networks
+
+Limits, the queue, what is written where, the page's elements: docs/app.md.
+"""
+import argparse
+import sys
+
+from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args, tool_parser
+
+
+def parse_args(argv=None):
+    from core.app import Limits
+
+    defaults = Limits()
+    parser = tool_parser("python -m tools.app", __doc__, "docs/app.md")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: a free one)")
+    parser.add_argument("--max_upload_mb", type=float, default=defaults.max_upload_mb, metavar="MB",
+                        help=f"largest file accepted (default {defaults.max_upload_mb:g} MB)")
+    parser.add_argument("--max_pixels", type=int, default=defaults.max_pixels, metavar="P",
+                        help=f"largest frame, width x height (default {defaults.max_pixels})")
+    parser.add_argument("--max_frames", type=int, default=defaults.max_frames, metavar="N",
+                        help=f"longest clip in frames (default {defaults.max_frames})")
+    parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    add_model_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def interp_video_converter(source, output, rate, interpolator, progress=None):
+    """Fallback clip conversion through tools.interp_video (used only where core.engine has no convert_video);
+    the same contract as :func:`core.app.clips.engine_converter`. Progress counts interpolated pairs."""
+    import io
+    from contextlib import redirect_stdout
+
+    from core.app.clips import summary_dict
+    from core.video import DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, open_reader
+    from tools.interp_video import interpolate_one
+
+    with open_reader(source) as reader:
+        total = reader.frame_count
+    kind, value = rate
+    args = argparse.Namespace(input_fps=None, multi=value if kind == "multi" else None,
+                              fps=value if kind == "fps" else None, start=None, end=None,
+                              scene_threshold=DEFAULT_SCENE_THRESHOLD, dup_threshold=DEFAULT_DUPLICATE_THRESHOLD,
+                              montage=False, no_audio=False, codec=None, crf=DEFAULT_CRF,
+                              model_size=interpolator.model.model_size, quiet=True)
+
+    class Counting:
+        """The interpolator, counting the pairs it is given (for the progress bar)."""
+        done = 0
+
+        def __getattr__(self, name):
+            return getattr(interpolator, name)
+
+        def interpolate(self, *a, **k):
+            result = interpolator.interpolate(*a, **k)
+            Counting.done += 1
+            if progress is not None:
+                progress(min(Counting.done + 1, total), total)
+            return result
+
+    with redirect_stdout(io.StringIO()):
+        interpolate_one(args, source, output, lambda: Counting())
+    summary = summary_dict({}, output)
+    with open_reader(source) as reader:
+        summary["frames_in"] = sum(1 for _ in reader)
+    if progress is not None:
+        progress(summary["frames_in"], summary["frames_in"])
+    return summary
+
+
+def choose_converter():
+    """core.engine's converter when the engine offers convert_video, else the tools.interp_video fallback."""
+    from core.app.server import default_convert_clip
+
+    return default_convert_clip() or interp_video_converter
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    from core.app import App, Limits, make_server
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must lie in [0, 65535], got {args.port}")
+    for name in ("max_upload_mb", "max_pixels", "max_frames"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_frames=args.max_frames)
+    try:   # bind before loading the model: a busy port fails at once
+        server = make_server(None, args.host, args.port, verbose=args.verbose)
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    app = None
+    try:
+        interpolator = interpolator_from_args(args)
+        app = App(interpolator, limits, convert_clip=choose_converter(),
+                  model_label=interpolator.model.model_size)
+        server.app = app
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {args.host}: other machines can reach this app", file=sys.stderr)
+        print(f"serving on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if app is not None:
+            app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
