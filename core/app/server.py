@@ -461,7 +461,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         app = self.server.app
         parsed = urllib.parse.urlsplit(self.path)
         for prefix, handler in routes:
-            if parsed.path == prefix or (prefix.endswith("/") and parsed.path.startswith(prefix)):
+            if parsed.path == prefix or (len(prefix) > 1 and prefix.endswith("/") and parsed.path.startswith(prefix)):
                 try:
                     handler(app, parsed)
                 except AppError as error:
