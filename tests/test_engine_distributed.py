@@ -197,3 +197,51 @@ def test_an_error_on_one_rank_is_one_line_from_rank_0(sets, tmp_path):
     errors = [line for line in finished.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, finished.stderr[-3000:]
     assert errors[0].startswith("error: rank 1: ") and "im2.png" in errors[0]
+
+
+# ------------------------------------------------------------------------------------------ tools.video_throughput
+
+def _write_clip(path, count, width=64, height=48, fps=25, seed=0):
+    """A clip of ``count`` frames: a smooth random picture sliding right by 2 pixels a frame."""
+    from core.video import open_writer
+    rng = np.random.default_rng(seed)
+    wide = _frame(rng, height, width + 2 * count)
+    with open_writer(str(path), fps, width, height) as writer:
+        for i in range(count):
+            writer.write(np.ascontiguousarray(wide[:, 2 * i:2 * i + width]))
+
+
+def test_video_throughput_times_the_same_pairs_both_ways(tmp_path, capsys):
+    from tools import video_throughput
+    clip = tmp_path / "clip.mp4"
+    _write_clip(clip, 6)
+    out = tmp_path / "throughput.json"
+    code = video_throughput.main(["--input", str(clip), "--pairs", "3", "--size", "64x48", "--multi", "3",
+                                  "--repeat", "2", "--threads", "1", "--quiet", "--keep", str(tmp_path / "keep"),
+                                  "--out_json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["size"] == "64x48" and result["pairs"] == 3 and result["frames_counted"] == 9
+    # the engine converted exactly the 4 frames of the test clip: 3 x 4 output frames, all decodable
+    assert result["engine_frames_out"] == result["engine_frames_decoded"] == 12
+    assert len(result["bare_seconds"]) == len(result["engine_seconds"]) == 2
+    bare, engine = (sorted(result[k])[0] + sorted(result[k])[1] for k in ("bare_seconds", "engine_seconds"))
+    assert result["ratio"] == pytest.approx(bare / engine, rel=1e-3)          # medians of two: their means
+    assert result["bare_fps"] == pytest.approx(9 / (bare / 2), rel=1e-3)
+    from core.video import open_reader
+    with open_reader(str(tmp_path / "keep" / "clip.mp4")) as reader:
+        assert sum(1 for _ in reader) == 4
+    printed = capsys.readouterr().out
+    assert "ratio engine / bare: " in printed
+
+
+def test_video_throughput_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    from tools import video_throughput
+    clip = tmp_path / "clip.mp4"
+    _write_clip(clip, 3)
+    for argv, fragment in ((["--pairs", "5"], "has 3 frames; --pairs 5 needs 6"),
+                           (["--size", "big"], "--size must be WIDTHxHEIGHT or native"),
+                           (["--multi", "1"], "--multi must be at least 2")):
+        assert video_throughput.main(["--input", str(clip), "--quiet"] + argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
