@@ -20,7 +20,7 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.17"],   # tools.export_onnx and ONNX Runtime inference
         "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.17"],
         "vapoursynth": ["vapoursynth>=81; python_version >= '3.12'"],   # core.vapoursynth (wheel: core + vspipe)
-        "app": [],           # the web app (tools.app) needs only the standard library; its browser test: .ci/setup_browser.sh
+        "app": [],   # tools.app needs only the standard library (its browser test: .ci/setup_browser.sh)
     },
     entry_points={
         "console_scripts": [

@@ -41,9 +41,10 @@ def interp_video_converter(source, output, rate, interpolator, progress=None):
     from core.video import DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, open_reader
     from tools.interp_video import interpolate_one
 
-    with open_reader(source) as reader:
-        total = reader.frame_count
     kind, value = rate
+    with open_reader(source) as reader:
+        ratio = value if kind == "multi" else value / reader.fps
+        expected = round(reader.frame_count * ratio)
     args = argparse.Namespace(input_fps=None, multi=value if kind == "multi" else None,
                               fps=value if kind == "fps" else None, start=None, end=None,
                               scene_threshold=DEFAULT_SCENE_THRESHOLD, dup_threshold=DEFAULT_DUPLICATE_THRESHOLD,
@@ -60,8 +61,8 @@ def interp_video_converter(source, output, rate, interpolator, progress=None):
         def interpolate(self, *a, **k):
             result = interpolator.interpolate(*a, **k)
             Counting.done += 1
-            if progress is not None:
-                progress(min(Counting.done + 1, total), total)
+            if progress is not None:   # output frames made so far, roughly: pairs done x the ratio
+                progress(min(round((Counting.done + 1) * ratio), expected), expected)
             return result
 
     with redirect_stdout(io.StringIO()):
@@ -70,7 +71,7 @@ def interp_video_converter(source, output, rate, interpolator, progress=None):
     with open_reader(source) as reader:
         summary["frames_in"] = sum(1 for _ in reader)
     if progress is not None:
-        progress(summary["frames_in"], summary["frames_in"])
+        progress(summary["frames_out"], summary["frames_out"])
     return summary
 
 

@@ -13,7 +13,8 @@ from ..video import open_reader, open_writer
 
 
 def engine_converter(source, output, rate, interpolator, progress=None):
-    """Convert ``source`` to ``output`` with core.engine (see the module docstring)."""
+    """Convert ``source`` to ``output`` with core.engine (see the module docstring); ``progress(done, total)``
+    counts output frames written."""
     from ..engine import VideoJobOptions, convert_video
 
     kind, value = rate
@@ -23,10 +24,11 @@ def engine_converter(source, output, rate, interpolator, progress=None):
 
 
 def summary_dict(summary, output):
-    """{"frames_in", "frames_out", "fps_out"} from an engine summary (a dict or an object), read back from the
-    written file where the summary does not say."""
+    """{"frames_in", "frames_out", "fps_out"} from an engine summary (core.engine.JobSummary or a dict), read
+    back from the written file where the summary does not say."""
     get = (lambda key: summary.get(key)) if isinstance(summary, dict) else (lambda key: getattr(summary, key, None))
-    result = {"frames_in": get("frames_in"), "frames_out": get("frames_out"), "fps_out": get("fps_out")}
+    result = {"frames_in": get("frames_in"), "frames_out": get("frames_out"),
+              "fps_out": get("out_fps") or get("fps_out")}
     if result["frames_out"] is None or result["fps_out"] is None:
         with open_reader(output) as reader:
             result["fps_out"] = result["fps_out"] or reader.fps
@@ -36,18 +38,28 @@ def summary_dict(summary, output):
     return result
 
 
+def _source_frame(j, ratio):
+    """The input frame shown beside output frame ``j`` (``ratio`` = output rate / input rate): floor(j / ratio),
+    the engine's timing (core.engine.source_of) where it is available."""
+    try:
+        from ..engine import source_of
+    except ImportError:
+        return math.floor(j / ratio)
+    return source_of(j, ratio)[0]
+
+
 def write_montage(source, result, output):
     """Write ``output``: the input (left, held at the output rate: output frame j shows input frame
     floor(j * r_in / r_out)) beside ``result`` (right), at the result's rate. Returns the frames written."""
     with open_reader(source) as left_reader, open_reader(result) as right_reader:
-        ratio = fractions.Fraction(left_reader.fps) / fractions.Fraction(right_reader.fps)
+        ratio = fractions.Fraction(right_reader.fps) / fractions.Fraction(left_reader.fps)
         left_frames = iter(left_reader)
         left, left_index = next(left_frames), 0
         writer = None
         written = 0
         try:
             for j, right in enumerate(right_reader):
-                wanted = math.floor(j * ratio)
+                wanted = _source_frame(j, ratio)
                 while left_index < wanted:
                     following = next(left_frames, None)
                     if following is None:

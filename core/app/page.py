@@ -206,7 +206,7 @@ async function poll(job) {
       $("progress-text").textContent = "waiting: " + s.position + " in the queue";
     } else if (s.state === "running") {
       $("progress").value = s.total ? s.done / s.total : 0;
-      $("progress-text").textContent = s.stage + ": " + s.done + " / " + s.total + " input frames";
+      $("progress-text").textContent = s.stage + ": " + s.done + " / " + s.total + " frames";
     } else if (s.state === "done") {
       $("progress").value = 1;
       $("progress-text").textContent = "done: " + s.frames_in + " frames at " + s.fps_in + " fps -> " +

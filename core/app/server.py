@@ -23,6 +23,7 @@ import collections
 import fractions
 import http.server
 import json
+import math
 import os
 import shutil
 import socketserver
@@ -349,9 +350,11 @@ class App:
 
         def work(job):
             from .clips import write_montage
-            job.report(0, clip.frames)
+            expected = math.floor(clip.frames * out_fps / in_fps + fractions.Fraction(1, 2))   # output frames
+            job.report(0, expected)
             output = os.path.join(folder, names["result"])
-            summary = self.convert_clip(clip.path, output, rate, self.interpolator, job.report)
+            summary = self.convert_clip(clip.path, output, rate, self.interpolator,
+                                        lambda done, total: job.report(done, total or expected))
             job.stage = "montage"
             write_montage(clip.path, output, os.path.join(folder, names["montage"]))
             return summary
