@@ -9,7 +9,6 @@ import errno
 import fractions
 import json
 import os
-import shutil
 import socket
 import threading
 import time

@@ -30,13 +30,13 @@ import socketserver
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..cli import error_message, known_errors
 from ..flow_viz import flow_to_color
@@ -153,14 +153,16 @@ class App:
         .mp4) at ``rate`` (("multi", m) or ("fps", Fraction)) calling ``progress(done, total)``; returns at least
         {"frames_in", "frames_out", "fps_out"} (default: through core.engine, see :mod:`core.app.clips`).
     workdir: the folder to create the temporary folder in (default: the system's).
+    progress_bars: show a tqdm bar on stderr while a clip converts.
     """
 
     def __init__(self, interpolator, limits=None, device_name=None, convert_clip=None, model_label="",
-                 workdir=None):
+                 workdir=None, progress_bars=True):
         self.interpolator = interpolator
         self.limits = limits or Limits()
         self.device_name = device_name or str(getattr(interpolator, "device", "cpu"))
         self.model_label = model_label
+        self.progress_bars = progress_bars
         self.convert_clip = convert_clip or default_convert_clip()
         self.workdir = tempfile.mkdtemp(prefix="upr-app-", dir=workdir)
         self.uploads = collections.OrderedDict()
@@ -353,8 +355,14 @@ class App:
             expected = math.floor(clip.frames * out_fps / in_fps + fractions.Fraction(1, 2))   # output frames
             job.report(0, expected)
             output = os.path.join(folder, names["result"])
-            summary = self.convert_clip(clip.path, output, rate, self.interpolator,
-                                        lambda done, total: job.report(done, total or expected))
+            with tqdm(total=expected, unit="frame", desc=f"{job.id} {clip.name}", file=sys.stderr,
+                      disable=not self.progress_bars, dynamic_ncols=True, leave=False) as bar:
+                def progress(done, total):
+                    job.report(done, total or expected)
+                    bar.total = total or expected
+                    bar.update(done - bar.n)
+
+                summary = self.convert_clip(clip.path, output, rate, self.interpolator, progress)
             job.stage = "montage"
             write_montage(clip.path, output, os.path.join(folder, names["montage"]))
             return summary
@@ -571,12 +579,3 @@ def serve_in_thread(app, host="127.0.0.1", port=0):
     thread.start()
     return server, thread
 
-
-def wait_until(predicate, timeout=60.0, interval=0.05):
-    """Poll ``predicate`` until it is true (returns True) or ``timeout`` seconds pass (returns False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
