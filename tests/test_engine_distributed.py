@@ -245,3 +245,106 @@ def test_video_throughput_refuses_bad_arguments_in_one_line(tmp_path, capsys):
         assert video_throughput.main(["--input", str(clip), "--quiet"] + argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
+# ------------------------------------------------------------------------------------- tools.interp_video ranks
+
+def _decoded(path):
+    """(frames as one uint8 array, frame rate, presentation times in seconds) of a video; (frames, None, file
+    names) of a PNG folder."""
+    from core.video import list_frame_files, open_reader
+    if os.path.isdir(path):
+        files = list_frame_files(str(path))
+        return np.stack([cv2.imread(f, cv2.IMREAD_UNCHANGED) for f in files]), None, [os.path.basename(f)
+                                                                                        for f in files]
+    import av
+    with av.open(str(path)) as container:
+        pts = [frame.time for frame in container.decode(video=0)]
+    with open_reader(str(path)) as reader:
+        return np.stack(list(reader)), reader.fps, pts
+
+
+_RECORDING_DRIVER = """
+    import json, os, sys
+    import core.engine.job as job
+    import tools.interp_video as tool
+
+    rank = os.environ["RANK"]
+    original = job.convert_video
+
+    def recording(source, output, *args, **kwargs):      # which rank computed which segments, who joined
+        summary = original(source, output, *args, **kwargs)
+        with open({log!r} + "." + rank, "a") as f:
+            f.write(json.dumps({{"rank": int(rank), "output": os.path.basename(output.rstrip("/")),
+                                 "segments_run": summary.segments_run, "segments": summary.segments,
+                                 "joined": summary.joined}}) + "\\n")
+        return summary
+
+    job.convert_video = tool.convert_video = recording
+    for argv in {jobs!r}:
+        code = tool.main(argv)
+        if code:
+            sys.exit(code)
+    """
+
+
+def _records(log):
+    records = []
+    for rank in (0, 1):
+        if os.path.exists(f"{log}.{rank}"):
+            with open(f"{log}.{rank}") as f:
+                records += [json.loads(line) for line in f]
+    return records
+
+
+def test_interp_video_two_ranks_split_one_long_clip_and_equal_one_process(tmp_path):
+    from tools import interp_video
+    clip = tmp_path / "long.mp4"
+    _write_clip(clip, 21)
+    common = ["--multi", "2", "--segment_frames", "4", "--threads", "1", "--quiet"]
+    jobs = [["--input", str(clip), "--output", str(tmp_path / "ranks.mp4"), *common],
+            ["--input", str(clip), "--output", str(tmp_path / "ranks_png") + "/", *common]]
+    log = str(tmp_path / "segments")
+    finished = _torchrun(_RECORDING_DRIVER.format(log=log, jobs=jobs), tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    for name in ("one.mp4", "one_png/"):
+        assert interp_video.main(["--input", str(clip), "--output", str(tmp_path / name), *common]) == 0
+    frames, fps, pts = _decoded(tmp_path / "ranks.mp4")
+    expected, expected_fps, expected_pts = _decoded(tmp_path / "one.mp4")
+    assert frames.shape == expected.shape == (42, 48, 64, 3)                  # 2 x 21 frames
+    assert fps == expected_fps and pts == expected_pts
+    assert pts == pytest.approx([k / 50 for k in range(42)], abs=1e-6)      # 50 fps timestamps
+    assert np.array_equal(frames, expected)
+    png, _, names = _decoded(tmp_path / "ranks_png")
+    expected_png, _, expected_names = _decoded(tmp_path / "one_png")
+    assert names == expected_names and len(names) == 42 and np.array_equal(png, expected_png)   # bit for bit
+    # 6 segments of 4 input frames (the last one 1): ranks 0 and 1 computed 3 each, rank 0 alone joined
+    for output in ("ranks.mp4", "ranks_png"):
+        runs = {r["rank"]: r for r in _records(log) if r["output"] == output}
+        assert runs[0]["segments"] == 6 and runs[0]["segments_run"] == runs[1]["segments_run"] == 3
+        assert runs[0]["joined"] and not runs[1]["joined"]
+    assert not any(name.endswith(".parts") for name in os.listdir(tmp_path))
+    assert finished.stdout.count("output: ") == 2                             # one summary per job, from rank 0
+
+
+def test_interp_video_two_ranks_spread_a_folder_of_videos(tmp_path):
+    from tools import interp_video
+    folder = tmp_path / "videos"
+    os.makedirs(folder)
+    for n, count in enumerate((7, 9, 5)):
+        _write_clip(folder / f"clip{n}.mp4", count, seed=n)
+    common = ["--multi", "2", "--threads", "1", "--quiet"]
+    log = str(tmp_path / "videos_log")
+    finished = _torchrun(_RECORDING_DRIVER.format(
+        log=log, jobs=[["--input", str(folder), "--output", str(tmp_path / "ranks"), *common]]), tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert interp_video.main(["--input", str(folder), "--output", str(tmp_path / "one"), *common]) == 0
+    for n, count in enumerate((7, 9, 5)):
+        frames, fps, pts = _decoded(tmp_path / "ranks" / f"clip{n}.mp4")
+        expected, expected_fps, expected_pts = _decoded(tmp_path / "one" / f"clip{n}.mp4")
+        assert frames.shape[0] == 2 * count and fps == expected_fps and pts == expected_pts
+        assert np.array_equal(frames, expected)
+    # video n ran on rank n % 2, alone, and was joined there
+    ran = {r["output"]: r["rank"] for r in _records(log)}
+    assert ran == {"clip0.mp4": 0, "clip1.mp4": 1, "clip2.mp4": 0}
+    assert all(r["joined"] for r in _records(log))
