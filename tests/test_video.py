@@ -12,7 +12,7 @@ import core
 from core.video import (FrameFolderReader, SceneCutDetector, VideoReader, duplicate_score, find_scene_cuts,
                         frame_to_rgb, is_folder_output, rgb_to_yuv420p, scene_cut_score, yuv420p_to_rgb)
 from tools import interp_video
-from tools.interp_video import FrameRateConverter
+from core.engine.plan import FrameRateConverter
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "scene_cuts")
 

@@ -9,23 +9,22 @@ Timing, time range, scene cuts, duplicates, montage, audio, inputs and outputs, 
 """
 import argparse
 import fractions
-import math
 import os
 import re
 import sys
 import tempfile
-import time
-import warnings
 
 import av
-import numpy as np
 from tqdm import tqdm
 
 from core.cli import (UsageError, add_model_arguments, cli_main, error_message, interpolator_from_args, known_errors,
-                      tool_parser)
-from core.video import (DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, DUPLICATE_THUMBNAIL_SIZE,
-                        VIDEO_EXTENSIONS, SceneCutDetector, VideoDecodeWarning, grey_thumbnail, is_folder_output,
-                        is_video_file, list_frame_files, open_reader, open_writer)
+                      model_file_from_args, tool_parser)
+from core.engine import (DEFAULT_SEGMENT_FRAMES, DecodeFailure, VideoJobOptions, convert_many, convert_video,
+                         describe_summary, parts_folder)
+from core.engine.job import describe_time as _describe_time  # noqa: F401
+from core.engine.plan import FrameRateConverter  # noqa: F401  (moved to core.engine.plan; kept importable)
+from core.video import (DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, VIDEO_EXTENSIONS,
+                        is_folder_output, is_video_file, list_frame_files)
 
 EXIT_SOME_FAILED = 1
 
@@ -97,94 +96,15 @@ def parse_args(argv=None):
     parser.add_argument("--codec", default=None,
                         help="video encoder (default: libx264, else mpeg4; libvpx-vp9 for .webm)")
     parser.add_argument("--no_audio", action="store_true", help="do not copy the audio")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed job (same command): its committed segments are kept")
+    parser.add_argument("--batch", type=int, default=None, metavar="B",
+                        help="pairs per forward (default 1 on the CPU, 4 on CUDA)")
+    parser.add_argument("--segment_frames", type=int, default=DEFAULT_SEGMENT_FRAMES, metavar="S",
+                        help=f"input frames per resumable segment (default {DEFAULT_SEGMENT_FRAMES})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(parser)
     return parser.parse_args(argv)
-
-
-class FrameRateConverter:
-    """Turns a stream of frames at rate r into frames at rate F = ``ratio`` * r (see docs/video.md, Timing).
-
-    ``interpolate(frame0, frame1, times)`` returns a list of frames. ``push(frame)`` returns the output frames
-    that became ready, ``finish()`` the rest. Only the previous frame is kept. Pairs across a scene cut
-    (``cuts``) and duplicate pairs (``duplicates``, see ``dup_threshold``) are not interpolated: their
-    in-between frames repeat the first frame of the pair. Every output frame returned by ``push`` has the
-    previous input frame as its source frame (floor of its source position), every one returned by
-    ``finish`` the last input frame.
-    """
-
-    def __init__(self, interpolate, ratio, scene_threshold=DEFAULT_SCENE_THRESHOLD, dup_threshold=0):
-        self.interpolate = interpolate
-        self.ratio = fractions.Fraction(ratio)
-        if self.ratio <= 0:
-            raise ValueError("the frame-rate ratio must be positive")
-        self.detector = SceneCutDetector(scene_threshold)
-        self.dup_threshold = dup_threshold or 0
-        self.previous = None
-        self.previous_thumbnail = None
-        self.frames_in = 0
-        self.frames_out = 0
-        self.interpolated = 0
-        self.cuts = []  # i: a cut between input frames i and i + 1
-        self.duplicates = []  # i: input frames i and i + 1 are duplicates
-
-    def _pending_times(self, index):
-        """Times t = s - index of the next output frames whose source position s lies before index + 1."""
-        times = []
-        while self.frames_out / self.ratio < index + 1:
-            times.append(self.frames_out / self.ratio - index)
-            self.frames_out += 1
-        return times
-
-    def _is_duplicate(self, frame):
-        if self.dup_threshold <= 0:
-            return False
-        thumbnail = grey_thumbnail(frame, DUPLICATE_THUMBNAIL_SIZE)
-        previous, self.previous_thumbnail = self.previous_thumbnail, thumbnail
-        return previous is not None and float(np.abs(thumbnail - previous).max()) < self.dup_threshold
-
-    def push(self, frame):
-        self.frames_in += 1
-        cut = self.detector.push(frame)
-        duplicate = self._is_duplicate(frame)
-        if self.previous is None:
-            self.previous = frame
-            return []
-        index = self.frames_in - 2  # the pair (index, index + 1)
-        if cut:
-            self.cuts.append(index)
-        elif duplicate:
-            self.duplicates.append(index)
-        hold = cut or duplicate
-        times = self._pending_times(index)
-        between = [t for t in times if t != 0]
-        made = iter(self.interpolate(self.previous, frame, [float(t) for t in between])
-                    if between and not hold else [])
-        if between and not hold:
-            self.interpolated += len(between)
-        out = [self.previous if (t == 0 or hold) else next(made) for t in times]
-        self.previous = frame
-        return out
-
-    def finish(self):
-        """Frames up to round(N * ratio) in total: the last input frame, held."""
-        if self.previous is None:
-            return []
-        total = max(self.frames_out, math.floor(self.frames_in * self.ratio + fractions.Fraction(1, 2)))
-        out = [self.previous] * (total - self.frames_out)
-        self.frames_out = total
-        return out
-
-
-def _describe_rate(rate):
-    """50 -> "50", 30000/1001 -> "29.97", 7/3 -> "7/3 (~2.333)"."""
-    text = f"{float(rate):g}"
-    return text if rate.denominator == 1 or len(text) < 8 else f"{rate} (~{float(rate):.3f})"
-
-
-def _describe_time(seconds):
-    seconds = float(seconds)
-    return f"{int(seconds // 60)}:{seconds % 60:06.3f}" if seconds >= 60 else f"{seconds:.3f} s"
 
 
 def _list_videos(folder):
@@ -256,6 +176,12 @@ def _batch_jobs(args, videos):
         jobs.append((source, target))
     check_output(args.output, [args.input], folder=True)
     existing = [target for _, target in jobs if os.path.exists(target)]
+    if existing and args.resume and not args.overwrite:   # finished by the earlier run: kept
+        finished = {t for t in existing if not os.path.isdir(parts_folder(t))}
+        if finished:
+            print(f"resume: {len(finished)} output file(s) finished earlier are kept")
+        jobs = [(s, t) for s, t in jobs if t not in finished]
+        existing = [t for t in existing if t not in finished]
     if existing and not args.overwrite:
         raise UsageError(f"{len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                          f"{' ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
@@ -267,134 +193,56 @@ def _batch_jobs(args, videos):
     return jobs
 
 
-def _frame_range(args, fps):
-    """(first, stop) input frame indices for --start / --end at ``fps`` (stop None: to the end)."""
-    first = math.ceil(args.start * fps) if args.start is not None else 0
-    stop = math.ceil(args.end * fps) if args.end is not None else None
-    return first, stop
+def job_options(args):
+    """The :class:`core.engine.VideoJobOptions` of parsed ``args`` (the model named for the manifest)."""
+    model = {"file": model_file_from_args(args), "size": args.model_size, "precision": args.precision,
+             "pyr_level": args.pyr_level, "nr_lvl_skipped": args.nr_lvl_skipped,
+             "still_threshold": args.still_threshold}
+    for name in ("scale", "compile"):
+        if getattr(args, name, None) not in (None, False):
+            model[name] = getattr(args, name)
+    return VideoJobOptions(multi=args.multi, fps=args.fps, input_fps=args.input_fps, start=args.start,
+                           end=args.end, scene_threshold=args.scene_threshold, dup_threshold=args.dup_threshold,
+                           montage=args.montage, crf=args.crf, codec=args.codec, audio=not args.no_audio,
+                           batch=args.batch, segment_frames=args.segment_frames, resume=args.resume,
+                           overwrite=args.overwrite, model=model)
 
 
-def _range_frames(reader, first, stop):
-    """The frames first .. stop - 1 of ``reader`` (by count: frame i sits at i / fps)."""
-    if reader.is_folder:
-        reader.files = reader.files[first:stop]
-        reader.frame_count = len(reader.files)
-        yield from reader
-        return
-    for index, frame in enumerate(reader):
-        if stop is not None and index >= stop:
-            break
-        if index >= first:
-            yield frame
+class _Progress:
+    """A tqdm bar fed by the engine's progress(done, total) callback (from its encoder thread)."""
+
+    def __init__(self, label, quiet):
+        self.bar = tqdm(total=None, unit="frame", desc=label, file=sys.stderr, disable=quiet, dynamic_ncols=True)
+
+    def __call__(self, done, total):
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        self.bar.close()
 
 
-def interpolate_one(args, source, output, get_interpolator, label="interpolating"):
-    """Convert one input (a video or a frame folder) to ``output``; prints what it does; returns a summary
-    string. Errors propagate; a partly written video file is removed."""
-    to_folder = is_folder_output(output)
-    reader = open_reader(source, args.input_fps)
-    writer = None
+def _report(summary, montage):
+    for line in describe_summary(summary, montage):
+        print(line)
+
+
+def interpolate_one(args, source, output, interpolator, label="interpolating", shard=None):
+    """Convert one input (a video or a frame folder) to ``output`` with :func:`core.engine.convert_video`;
+    prints what it does; returns the summary. Errors propagate (the committed segments stay for --resume)."""
+    progress = _Progress(label, args.quiet or (shard is not None and shard.rank != 0))
+    log = print if shard is None or shard.rank == 0 else None
     try:
-        with reader:
-            in_fps = reader.fps
-            out_fps = in_fps * args.multi if args.multi is not None else args.fps
-            ratio = out_fps / in_fps
-            first, stop = _frame_range(args, in_fps)
-            known = reader.frame_count or None
-            if known is not None and reader.is_folder and first >= known:
-                raise UsageError(f"--start {_describe_time(args.start)} is past the end of {source} "
-                                 f"({known} frames, {_describe_time(known / in_fps)})")
-            interpolator = get_interpolator()
-            pyr_level, skipped = interpolator.pyramid_for(reader.height, reader.width)
-            kind = "frames" if reader.is_folder else "video"
-            print(f"input: {source} ({kind}, {reader.width}x{reader.height}, {_describe_rate(in_fps)} fps"
-                  f"{', ~%d frames' % reader.frame_count if reader.frame_count else ''}"
-                  f"{', audio ' + str(reader.audio) if reader.audio else ''})")
-            if first or stop is not None:
-                print(f"range: input frames {first} to {'the end' if stop is None else stop - 1} "
-                      f"({_describe_time(first / in_fps)} to "
-                      f"{'the end' if stop is None else _describe_time(stop / in_fps)})")
-            print(f"model: UPR-Net {args.model_size} on {interpolator.device}, pyramid levels {pyr_level} "
-                  f"(skipped {skipped}); scene threshold {args.scene_threshold:g}"
-                  + (" (off)" if args.scene_threshold <= 0 else "")
-                  + f", duplicate threshold {args.dup_threshold:g}" + (" (off)" if args.dup_threshold <= 0 else ""))
-            copy_audio = reader.audio is not None and not args.no_audio and not to_folder
-            if reader.audio is not None and to_folder and not args.no_audio:
-                print("note: a PNG folder has no audio track; the audio is left out")
-            width = 2 * reader.width if args.montage else reader.width
-            if not to_folder and (width % 2 or reader.height % 2):
-                print(f"note: odd size {width}x{reader.height}: the video is stored as "
-                      f"{width + width % 2}x{reader.height + reader.height % 2} (last row/column repeated)")
-
-            converter = FrameRateConverter(lambda a, b, times: interpolator.interpolate(a, b, times), ratio,
-                                           args.scene_threshold, args.dup_threshold)
-
-            def emit(frames, left):
-                nonlocal writer
-                for frame in frames:
-                    if writer is None:  # opened once the first frame is decoded: its time anchors the audio
-                        options = {}
-                        if not to_folder:
-                            offset = (reader.first_frame_time or 0.0) + float(first / in_fps)
-                            keep = None
-                            if first or stop is not None:
-                                keep = (0.0 if first else None,
-                                        None if stop is None else float((stop - first) / in_fps))
-                            options = dict(audio_source=source if copy_audio else None, audio_offset=offset,
-                                           audio_range=keep, color_tags=reader.color_tags, codec=args.codec,
-                                           crf=args.crf)
-                        writer = open_writer(output, out_fps, width, reader.height, **options)
-                    if args.montage:
-                        frame = np.concatenate([left, frame], axis=1)
-                    writer.write(frame)
-
-            start = time.perf_counter()
-            total = known if known is None else max(0, (known if stop is None else min(known, stop)) - first)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VideoDecodeWarning)  # reported once at the end instead
-                with tqdm(total=total or None, unit="frame", desc=label, file=sys.stderr, disable=args.quiet,
-                          dynamic_ncols=True) as progress:
-                    for frame in _range_frames(reader, first, stop):
-                        left = converter.previous
-                        emit(converter.push(frame), left)
-                        progress.update(1)
-                        if converter.cuts or converter.duplicates:
-                            progress.set_postfix(cuts=len(converter.cuts), dups=len(converter.duplicates),
-                                                 refresh=False)
-                    emit(converter.finish(), converter.previous)
-            if converter.frames_in == 0:
-                raise UsageError(f"--start {_describe_time(args.start or 0)} is past the end of {source} "
-                                 f"({reader.frames_read} frames, {_describe_time(reader.frames_read / in_fps)})")
-            elapsed = time.perf_counter() - start
-        if writer is not None:
-            writer.close()
-    except BaseException as error:
-        if writer is not None:
-            try:
-                writer.close()  # interrupted (Ctrl-C): a valid, shorter video stays
-            except Exception:
-                pass
-            if isinstance(error, Exception) and not to_folder and os.path.isfile(output):
-                os.remove(output)  # failed: a partial video is of no use
+        summary = convert_video(source, output, job_options(args), interpolator, progress, shard, log)
+    except DecodeFailure as failure:
+        progress.close()
+        _report(failure.summary, args.montage)
         raise
-
-    n_in, n_out = converter.frames_in, converter.frames_out
-    audio_note = ""
-    if copy_audio and writer is not None and writer.audio is not None:
-        audio_note = "; audio copied" if writer.audio.copy else \
-            f"; audio re-encoded to {writer.audio.stream.codec_context.name}"
-    print(f"output: {output} ({'PNG frames' if to_folder else 'video'}{', montage' if args.montage else ''}, "
-          f"{n_out} frames at {_describe_rate(out_fps)} fps, {float(n_out / out_fps):.3f} s; input {n_in} frames, "
-          f"{float(n_in / in_fps):.3f} s{audio_note})")
-    cuts = ""
-    if converter.cuts:
-        shown = ", ".join(map(str, converter.cuts[:20])) + (" ..." if len(converter.cuts) > 20 else "")
-        cuts = f" after input frame(s) {shown}"
-    summary = (f"{converter.interpolated} frames interpolated in {elapsed:.1f} s; "
-               f"{len(converter.cuts)} scene cut(s){cuts}; {len(converter.duplicates)} duplicate pair(s) skipped")
-    print(summary)
-    if reader.decode_error:
-        print(f"warning: {reader.decode_error}", file=sys.stderr)
+    finally:
+        progress.close()
+    if summary.joined:
+        _report(summary, args.montage)
     return summary
 
 
@@ -419,6 +267,23 @@ def _check_arguments(args):
         raise UsageError(f"input not found: {args.input}")
 
 
+def _check_parts(args, output):
+    """Parts of an earlier job for ``output``: refused without --resume or --overwrite (before the model loads)."""
+    if os.path.isdir(parts_folder(output)) and not (args.resume or args.overwrite):
+        raise UsageError(f"{parts_folder(output)} holds the parts of an earlier job for {output}: pass --resume "
+                         "to continue it, or --overwrite to start again")
+
+
+def _shard(args):
+    """The torchrun shard (core.engine.distributed.Shard) when WORLD_SIZE > 1, else None (one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    from core.engine.distributed import Shard
+    shard = Shard.from_environment(args.device)
+    args.device = str(shard.device)
+    return shard
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
@@ -430,27 +295,50 @@ def main(argv=None):
         if args.output_ext is not None:
             raise UsageError("--output_ext applies to a folder of videos as input")
         check_output(args.output, [args.input], args.overwrite)
+        _check_parts(args, args.output)
         to_folder = is_folder_output(args.output)
-        if to_folder and os.path.isdir(args.output) and list_frame_files(args.output):
+        if to_folder and os.path.isdir(args.output) and list_frame_files(args.output) and \
+                not os.path.isdir(parts_folder(args.output)):
             raise UsageError(f"output folder {args.output} already holds PNG files; choose an empty or new folder")
-        interpolate_one(args, args.input, args.output, lambda: interpolator_from_args(args))
+        shard = _shard(args)
+        interpolate_one(args, args.input, args.output, lambda: interpolator_from_args(args), shard=shard)
         return 0
 
     jobs = _batch_jobs(args, videos)
-    print(f"{len(jobs)} video(s) in {args.input} -> {args.output}")
+    for _, target in jobs:
+        _check_parts(args, target)
+    shard = _shard(args)
+    main_rank = shard is None or shard.rank == 0
+    if main_rank:
+        print(f"{len(jobs)} video(s) in {args.input} -> {args.output}")
     interpolator = interpolator_from_args(args)  # once for all files; a bad checkpoint stops everything
     os.makedirs(args.output, exist_ok=True)
     failed = []
-    errors = known_errors()
-    for number, (source, target) in enumerate(jobs, 1):
+    bars = []
+
+    def progress_for(number, source):
+        quiet = args.quiet or (shard is not None and shard.world_size > len(jobs) and shard.rank != 0)
+        bars.append(_Progress(f"[{number + 1}/{len(jobs)}] {os.path.basename(source)}", quiet))
+        return bars[-1]
+
+    spread = shard is not None and len(jobs) >= shard.world_size
+    log = print if main_rank or spread else None
+    results = convert_many(jobs, job_options(args), interpolator, shard, log, progress_for, known_errors())
+    for bar in bars:
+        bar.close()
+    for source, _, result in results:
         name = os.path.basename(source)
-        try:
-            interpolate_one(args, source, target, lambda: interpolator, f"[{number}/{len(jobs)}] {name}")
-        except errors as error:
+        if isinstance(result, BaseException):
             sys.stdout.flush()
-            print(f"error: {name}: {error_message(error)}", file=sys.stderr)
+            if isinstance(result, DecodeFailure):
+                _report(result.summary, args.montage)
+            print(f"error: {name}: {error_message(result)}", file=sys.stderr)
             failed.append(name)
-    print(f"done: {len(jobs) - len(failed)} of {len(jobs)} video(s) written to {args.output}"
+        elif result.joined:
+            _report(result, args.montage)
+    ran = len(results) if spread else len(jobs)
+    print(f"done: {ran - len(failed)} of {ran} video(s) written to {args.output}"
+          + (f" by rank {shard.rank}" if spread else "")
           + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
     return EXIT_SOME_FAILED if failed else 0
 
