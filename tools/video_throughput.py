@@ -48,10 +48,12 @@ def parse_size(text):
 
 
 def build_parser():
-    parser = tool_parser("python -m tools.video_throughput", __doc__, "docs/performance.md")
+    parser = tool_parser("python -m tools.video_throughput", __doc__, "docs/performance.md",
+                         usage="%(prog)s [--input CLIP] [--pairs N] [--size WxH] [--repeat R] [options]")
     parser.add_argument("--input", default=DEFAULT_CLIP, metavar="CLIP",
                         help="a video file (default: pampi_tour.mp4 of ../shared/videos)")
-    parser.add_argument("--pairs", type=int, default=8, metavar="N", help="pairs timed: the first N + 1 frames (default 8)")
+    parser.add_argument("--pairs", type=int, default=8, metavar="N",
+                        help="pairs timed: the first N + 1 frames (default 8)")
     parser.add_argument("--size", default="1280x720", metavar="WxH",
                         help="scale the frames to this size (default 1280x720; native: keep)")
     parser.add_argument("--multi", type=int, default=2, metavar="M", help="output frames per input frame (default 2)")
