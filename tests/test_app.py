@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import cv2
@@ -85,7 +86,7 @@ def request(server, path, data=None, content_type="application/octet-stream", me
 def upload(server, path, kind="image", name=None, data=None):
     data = open(path, "rb").read() if data is None else data
     name = name or os.path.basename(path)
-    return request(server, f"/api/upload?kind={kind}&name={name}", data)
+    return request(server, f"/api/upload?kind={kind}&name={urllib.parse.quote(name)}", data)
 
 
 def decode_data_url(url):
@@ -231,8 +232,8 @@ def test_limits_on_resolution_and_frames(interpolator, short_clip, tmp_path):
 
 def test_clip_job_over_http(served, short_clip):
     app, server = served
-    status, info = upload(server, short_clip, kind="clip")
-    assert status == 200 and info["frames"] == CLIP_FRAMES
+    status, info = upload(server, short_clip, kind="clip", name="carphone é court.mp4")
+    assert status == 200 and info["frames"] == CLIP_FRAMES and info["name"] == "carphone é court.mp4"
     status, answer = request(server, "/api/clip", json.dumps({"clip": info["id"], "multi": 2}).encode(),
                              "application/json")
     assert status == 200, answer
@@ -244,6 +245,7 @@ def test_clip_job_over_http(served, short_clip):
             break
         time.sleep(0.1)
     assert job["state"] == "done" and job["frames_out"] == 2 * CLIP_FRAMES
+    assert job["result"] == f"/files/{answer['job']}/carphone_court_x2.mp4"      # a safe name for the download
     status, video = request(server, job["result"])
     assert status == 200 and len(video) > 1000
     result_path = os.path.join(app.workdir, "check.mp4")

@@ -7,6 +7,7 @@
 Limits, the queue, what is written where, the page's elements: docs/app.md.
 """
 import argparse
+import signal
 import sys
 
 from core.cli import UsageError, add_model_arguments, cli_main, interpolator_from_args, tool_parser
@@ -82,6 +83,10 @@ def choose_converter():
     return default_convert_clip() or interp_video_converter
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
@@ -98,6 +103,7 @@ def main(argv=None):
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
     app = None
+    signal.signal(signal.SIGTERM, _stop)   # a plain `kill` also removes the temporary folder
     try:
         interpolator = interpolator_from_args(args)
         app = App(interpolator, limits, convert_clip=choose_converter(),

@@ -18,6 +18,7 @@ all answering JSON ``{"error": "<one line>"}`` with a 4xx status on bad input:
     GET  /api/job/<id>              {"state", "position", "done", "total", "error", "result", "montage", ...}
     GET  /files/<job>/<name>        a finished job's video (a download)
 """
+import atexit
 import base64
 import collections
 import fractions
@@ -25,6 +26,7 @@ import http.server
 import json
 import math
 import os
+import re
 import shutil
 import socketserver
 import sys
@@ -172,6 +174,7 @@ class App:
         self._errors = known_errors((AppError,))
         self.queue = DeviceQueue(self.device_name, self.describe_error)
         self.closed = False
+        atexit.register(self.close)   # also where a script forgets close()
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -346,7 +349,7 @@ class App:
                 raise AppError(f"{len(waiting)} clips are waiting already; try again when one has finished", 429)
         folder = os.path.join(self.workdir, self._new_id("j"))
         os.makedirs(folder)
-        stem = os.path.splitext(clip.name)[0] or "clip"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(clip.name)[0]).strip("._") or "clip"
         suffix = f"x{rate[1]}" if rate[0] == "multi" else f"{float(out_fps):g}fps"
         names = {"result": f"{stem}_{suffix}.mp4", "montage": f"{stem}_{suffix}_montage.mp4"}
 
