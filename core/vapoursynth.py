@@ -6,20 +6,20 @@
     clip = upr.interpolate(clip, factor_num=2)            # or fps_num=60000, fps_den=1001
     clip.set_output()
 
-Frames are made on request, in any order: output frame n sits at source position s = n * r_in / r_out; it is
-source frame floor(s) when s is whole (or past the last frame), else the frame interpolated between floor(s)
-and floor(s) + 1 at t = s - floor(s) (docs/video.md, Timing). All frames between one pair come from one
-:meth:`core.Interpolator.interpolate` call (motion estimated once) and are kept for the pair's later requests.
-A pair is held (its in-between frames repeat the left frame) when the left frame's ``_SceneChangeNext`` or the
-right frame's ``_SceneChangePrev`` is set, when ``sc=True`` and :func:`core.video.scene_cut_score` exceeds
-``sc_threshold``, or when :func:`core.video.duplicate_score` is below ``dup_threshold``: the video tool's rules.
+Frames are made on request, in any order, with the video engine's timing (:mod:`core.engine.plan`, docs/video.md):
+output frame n sits at source position s = n * r_in / r_out; it is source frame floor(s) when s is whole (or past
+the last frame), else the frame interpolated between floor(s) and floor(s) + 1 at t = s - floor(s). All frames
+between one pair come from one :meth:`core.Interpolator.interpolate` call (motion estimated once) and are kept for
+the pair's later requests. A pair is held (its in-between frames repeat the left frame) when the left frame's
+``_SceneChangeNext`` or the right frame's ``_SceneChangePrev`` is set, and by the engine's rules
+(:class:`core.engine.plan.PairPlanner`): a scene cut when ``sc=True`` (mean grey-thumbnail difference above
+``sc_threshold``), a duplicate pair (largest difference below ``dup_threshold``).
 
 Importing this module does not need VapourSynth; calling :func:`interpolate` or :func:`source` does
 (``pip install -e ".[vapoursynth]"``, Python >= 3.12).
 """
 import collections
 import fractions
-import math
 import os
 import threading
 
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
+from .engine.plan import PairPlanner, output_count, source_of
 from .frames import FrameError, read_image
 from .interpolator import InputError, Interpolator
-from .video import (DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, VideoError, duplicate_score, open_reader,
-                    scene_cut_score)
+from .video import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, VideoError, open_reader
 
 RGB_FIX = 'core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="709")'
 """The conversion a non-RGB clip needs, named in the error (use the clip's own matrix: "470bg" for SD)."""
@@ -47,32 +47,6 @@ def _vs():
         raise ImportError('core.vapoursynth needs VapourSynth: pip install -e ".[vapoursynth]" (Python >= 3.12, '
                           "docs/vapoursynth.md)") from None
     return vapoursynth
-
-
-# ---------------------------------------------------------------------------------------------- timing
-
-def output_length(frames_in, ratio):
-    """Frames of the output for ``frames_in`` input frames and the rate ratio r_out / r_in: round(N * ratio),
-    halves up, so the output lasts as long as the input (m * N for a whole factor m)."""
-    return math.floor(frames_in * fractions.Fraction(ratio) + fractions.Fraction(1, 2))
-
-
-def source_position(n, ratio):
-    """Output frame n -> (left source frame k, t as a Fraction in [0, 1)): s = n / ratio, k = floor(s), t = s - k."""
-    position = fractions.Fraction(n) / fractions.Fraction(ratio)
-    left = math.floor(position)
-    return left, position - left
-
-
-def pair_outputs(left, ratio, frames_out):
-    """The output frames between source frames left and left + 1 (0 < t < 1), as (n, t) in order."""
-    ratio = fractions.Fraction(ratio)
-    n = math.floor(left * ratio) + 1          # the first n with n / ratio > left
-    out = []
-    while n < frames_out and fractions.Fraction(n) / ratio < left + 1:
-        out.append((n, fractions.Fraction(n) / ratio - left))
-        n += 1
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -140,30 +114,19 @@ def _resolve_device(device):
 # ---------------------------------------------------------------------------------------------- the filter
 
 class _Pairs:
-    """The frames between each pair, computed once per pair under a lock and kept for :data:`PAIRS_KEPT` pairs."""
+    """The frames between each pair, computed once per pair under a lock and kept for :data:`PAIRS_KEPT` pairs.
+    Which frames a pair makes, and whether it is held, is the video engine's decision
+    (:class:`core.engine.plan.PairPlanner` on the two frames), plus the scene-change frame properties."""
 
-    def __init__(self, interpolator, ratio, frames_out, sc, sc_threshold, dup_threshold, bits):
+    def __init__(self, interpolator, ratio, frames_out, scene_threshold, dup_threshold, bits):
         self.interpolator = interpolator
         self.ratio = ratio
         self.frames_out = frames_out
-        self.sc = sc
-        self.sc_threshold = sc_threshold
+        self.scene_threshold = scene_threshold
         self.dup_threshold = dup_threshold
         self.bits = bits
         self.kept = collections.OrderedDict()     # left -> {n: 3 x H x W samples} or None (held)
         self.lock = threading.Lock()
-        self.pairs_computed = 0                   # pairs interpolated (held pairs not counted)
-
-    def held(self, frame0, frame1, array0, array1):
-        """Whether the pair is not interpolated (scene change by property or detector, or a duplicate)."""
-        if frame0.props.get("_SceneChangeNext", 0) or frame1.props.get("_SceneChangePrev", 0):
-            return True
-        if not (self.sc and self.sc_threshold > 0) and self.dup_threshold <= 0:
-            return False
-        rgb0, rgb1 = (np.moveaxis(a, 0, -1) for a in (array0, array1))
-        if self.sc and self.sc_threshold > 0 and scene_cut_score(rgb0, rgb1) > self.sc_threshold:
-            return True
-        return self.dup_threshold > 0 and duplicate_score(rgb0, rgb1) < self.dup_threshold
 
     def get(self, left, n, frame0, frame1):
         """Output frame n (between source frames left and left + 1) as samples, or None when the pair is held."""
@@ -178,13 +141,17 @@ class _Pairs:
         return None if frames is None else frames[n]
 
     def _compute(self, left, frame0, frame1):
-        array0, array1 = frame_to_array(frame0), frame_to_array(frame1)
-        if self.held(frame0, frame1, array0, array1):
+        if frame0.props.get("_SceneChangeNext", 0) or frame1.props.get("_SceneChangePrev", 0):
             return None
-        outputs = pair_outputs(left, self.ratio, self.frames_out)
+        array0, array1 = frame_to_array(frame0), frame_to_array(frame1)
+        planner = PairPlanner(self.ratio, self.scene_threshold, self.dup_threshold, start=left)
+        planner.push(np.moveaxis(array0, 0, -1))
+        work = planner.push(np.moveaxis(array1, 0, -1))
+        if work.hold:
+            return None
+        outputs = [(n, t) for n, t in zip(work.outputs, work.times) if t != 0 and n < self.frames_out]
         image0, image1 = (torch.from_numpy(_to_float(a)) for a in (array0, array1))
         results = self.interpolator.interpolate(image0, image1, [float(t) for _, t in outputs])
-        self.pairs_computed += 1
         return {n: _from_float(result.numpy(), array0.dtype, self.bits) for (n, _), result in zip(outputs, results)}
 
 
@@ -244,15 +211,15 @@ def interpolate(clip, factor_num=2, factor_den=1, fps_num=None, fps_den=None, sc
 
     ratio = out_fps / clip.fps
     frames_in = clip.num_frames
-    frames_out = output_length(frames_in, ratio)
+    frames_out = output_count(frames_in, ratio)
     core = vs.core
     timed = clip.std.SetFrameProps(_DurationNum=out_fps.denominator, _DurationDen=out_fps.numerator)
     blank = core.std.BlankClip(timed, length=frames_out, fpsnum=out_fps.numerator, fpsden=out_fps.denominator)
-    pairs = _Pairs(interpolator, ratio, frames_out, bool(sc), sc_threshold, dup_threshold,
+    pairs = _Pairs(interpolator, ratio, frames_out, sc_threshold if sc else 0, dup_threshold,
                    clip.format.bits_per_sample if clip.format.sample_type == vs.INTEGER else None)
 
     def left_of(n):
-        return source_position(n, ratio)[0]
+        return source_of(n, ratio)[0]
 
     left = blank.std.FrameEval(lambda n: timed[min(left_of(n), frames_in - 1)])
     right = blank.std.FrameEval(lambda n: timed[min(left_of(n) + 1, frames_in - 1)])
@@ -266,10 +233,8 @@ def interpolate(clip, factor_num=2, factor_den=1, fps_num=None, fps_den=None, sc
     between = blank.std.ModifyFrame(clips=[left, right], selector=make)
 
     def choose(n):
-        k, t = source_position(n, ratio)
-        if t == 0 or k >= frames_in - 1:
-            return timed[min(k, frames_in - 1)]
-        return between
+        k, t = source_of(n, ratio, frames_in)
+        return timed[k] if t == 0 else between
 
     return blank.std.FrameEval(choose)
 

@@ -1,10 +1,9 @@
 """The VapourSynth front (core/vapoursynth.py, issue 34).
 
-The timing tests run everywhere. The rest need VapourSynth (Python >= 3.12: ``bash .ci/setup_vapoursynth.sh``
-builds .venv312); without it they skip, or fail when UPR_REQUIRE_FRONTS=1 (CI). The clip is
+They need VapourSynth (Python >= 3.12: ``bash .ci/setup_vapoursynth.sh`` builds .venv312 and prints its
+interpreter); without it they skip, or fail when UPR_REQUIRE_FRONTS=1 (CI). The clip is
 tests/fixtures/vapoursynth/bikes_24-33.mp4: 10 frames of bikes.mp4 at 128x54 with a scene cut after local frame 5.
 """
-import fractions
 import os
 import random
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 from core import vapoursynth as upr
 from core.video import open_reader
 from conftest import fixture_path
-from tools.interp_video import FrameRateConverter
 
 try:
     import vapoursynth as vs
@@ -71,38 +69,6 @@ def planar(image):
 
 def max_difference(a, b):
     return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
-
-
-# ---------------------------------------------------------------------------------------------- timing
-
-@pytest.mark.parametrize("frames_in, ratio", [(10, 2), (10, 4), (7, fractions.Fraction(12, 5)),
-                                              (9, fractions.Fraction(60000, 1001) / 25), (5, fractions.Fraction(2, 3))])
-def test_timing_matches_the_video_tool(frames_in, ratio):
-    """Every output frame's (left, t) equals what tools.interp_video's converter produces for the same stream."""
-    expected = []
-    converter = FrameRateConverter(lambda a, b, times: [(a, t) for t in times], ratio, scene_threshold=0)
-    for index in range(frames_in):
-        expected += [item if isinstance(item, tuple) else (item, 0.0) for item in converter.push(index)]
-    expected += [(item, 0.0) for item in converter.finish()]
-    frames_out = upr.output_length(frames_in, ratio)
-    assert frames_out == len(expected)
-    got = []
-    for n in range(frames_out):
-        left, t = upr.source_position(n, ratio)
-        got.append((min(left, frames_in - 1), 0.0 if left >= frames_in - 1 else float(t)))
-    assert [(k, pytest.approx(t, abs=1e-12)) for k, t in expected] == got
-    between = [(n, t) for k in range(frames_in - 1) for n, t in upr.pair_outputs(k, ratio, frames_out)]
-    assert [n for n, _ in between] == [n for n, (k, t) in enumerate(got) if t != 0]
-
-
-def test_timing_by_hand():
-    # 25 -> 60 fps: s = n * 5 / 12; frame 5 sits at s = 25/12 = 2 + 1/12
-    assert upr.source_position(5, fractions.Fraction(12, 5)) == (2, fractions.Fraction(1, 12))
-    assert upr.pair_outputs(2, fractions.Fraction(12, 5), 100) == [(5, fractions.Fraction(1, 12)),
-                                                                  (6, fractions.Fraction(1, 2)),
-                                                                  (7, fractions.Fraction(11, 12))]
-    assert upr.output_length(10, 2) == 20 and upr.output_length(10, fractions.Fraction(12, 5)) == 24
-    assert upr.pair_outputs(0, 2, 20) == [(1, fractions.Fraction(1, 2))]
 
 
 # ---------------------------------------------------------------------------------------------- vspipe
