@@ -59,10 +59,8 @@ def short_clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(interpolator):
     """An App with small limits, served on a free loopback port: (app, server)."""
-    from tools.app import choose_converter
-
     app = App(interpolator, Limits(max_upload_mb=UPLOAD_LIMIT_MB, max_pixels=320 * 240, max_frames=50),
-              convert_clip=choose_converter(), model_label="base")
+              model_label="base", progress_bars=False)
     server, thread = serve_in_thread(app, "127.0.0.1", 0)
     yield app, server
     server.shutdown()
@@ -237,13 +235,14 @@ def test_clip_job_over_http(served, short_clip):
     status, answer = request(server, "/api/clip", json.dumps({"clip": info["id"], "multi": 2}).encode(),
                              "application/json")
     assert status == 200, answer
-    deadline = time.monotonic() + 120
-    while True:
-        status, job = request(server, f"/api/job/{answer['job']}")
-        assert status == 200 and job["state"] in ("queued", "running", "done"), job
-        if job["state"] == "done" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    status, second = request(server, "/api/clip", json.dumps({"clip": info["id"], "fps": "50"}).encode(),
+                             "application/json")
+    assert status == 200, second
+    status, queued = request(server, f"/api/job/{second['job']}")
+    assert queued["state"] in ("queued", "running", "done")
+    if queued["state"] == "queued":                      # behind the first job: one job at a time
+        assert queued["position"] == 1
+    job = wait_for_job(server, answer["job"])
     assert job["state"] == "done" and job["frames_out"] == 2 * CLIP_FRAMES
     assert job["result"] == f"/files/{answer['job']}/carphone_court_x2.mp4"      # a safe name for the download
     status, video = request(server, job["result"])
@@ -264,6 +263,26 @@ def test_clip_job_over_http(served, short_clip):
     assert (frames, width, height) == (2 * CLIP_FRAMES, 352, 144)
     status, answer = request(server, f"/files/{answer['job']}/../../etc/passwd")
     assert status == 404
+    job = wait_for_job(server, second["job"])
+    # 6 frames at 30000/1001 fps -> 50 fps: round(6 x 50 x 1.001 / 30) = 10 frames (docs/video.md, Timing)
+    assert job["frames_out"] == 10 and job["fps_out"] == "50" and job["result"].endswith("carphone_court_50fps.mp4")
+    status, video = request(server, job["result"])
+    result_path = os.path.join(app.workdir, "check50.mp4")
+    with open(result_path, "wb") as f:
+        f.write(video)
+    frames, _, _, fps = count_frames(result_path)
+    os.remove(result_path)
+    assert (frames, fps) == (10, 50)
+
+
+def wait_for_job(server, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, job = request(server, f"/api/job/{job_id}")
+        assert status == 200 and job["state"] in ("queued", "running", "done"), job
+        if job["state"] == "done" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
 
 
 def test_montage_holds_the_input_frame(tmp_path, short_clip):
@@ -377,9 +396,20 @@ def shown_image(page, element="result"):
     return decode_data_url(page.get_attribute(f"#{element}", "src"))
 
 
+def drop_file(page, zone, path, mime="image/png"):
+    """Drop ``path`` on the element ``zone`` as a user's drag and drop does (a DragEvent carrying the file)."""
+    page.evaluate("""([zone, name, data, mime]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: mime }));
+        document.getElementById(zone).dispatchEvent(
+            new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }""", [zone, os.path.basename(path), base64.b64encode(open(path, "rb").read()).decode(), mime])
+
+
 def test_browser_two_frames_and_slider(page, interpolator):
-    page.set_input_files("#frame0", FRAME0)
-    page.set_input_files("#frame1", FRAME1)
+    drop_file(page, "drop-frame0", FRAME0)            # dropped on the zone
+    page.set_input_files("#frame1", FRAME1)            # chosen with the file input
     page.wait_for_selector("#result[data-ready='1'][data-t='0.5']")
     frame0, frame1 = read_image(FRAME0), read_image(FRAME1)
     np.testing.assert_array_equal(shown_image(page), interpolator.interpolate(frame0, frame1, 0.5))

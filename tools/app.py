@@ -32,57 +32,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def interp_video_converter(source, output, rate, interpolator, progress=None):
-    """Fallback clip conversion through tools.interp_video (used only where core.engine has no convert_video);
-    the same contract as :func:`core.app.clips.engine_converter`. Progress counts interpolated pairs."""
-    import io
-    from contextlib import redirect_stdout
-
-    from core.app.clips import summary_dict
-    from core.video import DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, open_reader
-    from tools.interp_video import interpolate_one
-
-    kind, value = rate
-    with open_reader(source) as reader:
-        ratio = value if kind == "multi" else value / reader.fps
-        expected = round(reader.frame_count * ratio)
-    args = argparse.Namespace(input_fps=None, multi=value if kind == "multi" else None,
-                              fps=value if kind == "fps" else None, start=None, end=None,
-                              scene_threshold=DEFAULT_SCENE_THRESHOLD, dup_threshold=DEFAULT_DUPLICATE_THRESHOLD,
-                              montage=False, no_audio=False, codec=None, crf=DEFAULT_CRF,
-                              model_size=interpolator.model.model_size, quiet=True)
-
-    class Counting:
-        """The interpolator, counting the pairs it is given (for the progress bar)."""
-        done = 0
-
-        def __getattr__(self, name):
-            return getattr(interpolator, name)
-
-        def interpolate(self, *a, **k):
-            result = interpolator.interpolate(*a, **k)
-            Counting.done += 1
-            if progress is not None:   # output frames made so far, roughly: pairs done x the ratio
-                progress(min(round((Counting.done + 1) * ratio), expected), expected)
-            return result
-
-    with redirect_stdout(io.StringIO()):
-        interpolate_one(args, source, output, lambda: Counting())
-    summary = summary_dict({}, output)
-    with open_reader(source) as reader:
-        summary["frames_in"] = sum(1 for _ in reader)
-    if progress is not None:
-        progress(summary["frames_out"], summary["frames_out"])
-    return summary
-
-
-def choose_converter():
-    """core.engine's converter when the engine offers convert_video, else the tools.interp_video fallback."""
-    from core.app.server import default_convert_clip
-
-    return default_convert_clip() or interp_video_converter
-
-
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -106,7 +55,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _stop)   # a plain `kill` also removes the temporary folder
     try:
         interpolator = interpolator_from_args(args)
-        app = App(interpolator, limits, convert_clip=choose_converter(),
+        app = App(interpolator, limits,
                   model_label=interpolator.model.model_size)
         server.app = app
         if args.host not in ("127.0.0.1", "localhost", "::1"):

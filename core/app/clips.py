@@ -5,18 +5,16 @@
 {"frames_in", "frames_out", "fps_out"}.
 """
 import fractions
-import math
 
 import numpy as np
 
+from ..engine import VideoJobOptions, convert_video, source_of
 from ..video import open_reader, open_writer
 
 
 def engine_converter(source, output, rate, interpolator, progress=None):
     """Convert ``source`` to ``output`` with core.engine (see the module docstring); ``progress(done, total)``
     counts output frames written."""
-    from ..engine import VideoJobOptions, convert_video
-
     kind, value = rate
     options = VideoJobOptions(multi=value) if kind == "multi" else VideoJobOptions(fps=fractions.Fraction(value))
     summary = convert_video(source, output, options, interpolator, progress=progress)
@@ -38,16 +36,6 @@ def summary_dict(summary, output):
     return result
 
 
-def _source_frame(j, ratio):
-    """The input frame shown beside output frame ``j`` (``ratio`` = output rate / input rate): floor(j / ratio),
-    the engine's timing (core.engine.source_of) where it is available."""
-    try:
-        from ..engine import source_of
-    except ImportError:
-        return math.floor(j / ratio)
-    return source_of(j, ratio)[0]
-
-
 def write_montage(source, result, output):
     """Write ``output``: the input (left, held at the output rate: output frame j shows input frame
     floor(j * r_in / r_out)) beside ``result`` (right), at the result's rate. Returns the frames written."""
@@ -59,7 +47,7 @@ def write_montage(source, result, output):
         written = 0
         try:
             for j, right in enumerate(right_reader):
-                wanted = _source_frame(j, ratio)
+                wanted = source_of(j, ratio)[0]     # the engine's timing: the input frame at or before j
                 while left_index < wanted:
                     following = next(left_frames, None)
                     if following is None:

@@ -145,7 +145,7 @@ async function upload(slot, file) {
 }
 
 function refresh() {
-  $("convert").disabled = !(state.clip && state.limits && state.limits_clips);
+  $("convert").disabled = !(state.clip && state.limits);
   if (state.frame0 && state.frame1) { requestFrame(); }
 }
 
@@ -249,12 +249,10 @@ $("convert").addEventListener("click", convert);
   try {
     const config = await api("/api/config");
     state.limits = config.limits;
-    state.limits_clips = config.clips;
     const l = config.limits;
     $("config-line").textContent = "UPR-Net " + (config.model || "") + " on " + config.device +
       ". Limits: " + l.max_upload_mb + " MB per file, " + l.max_pixels.toLocaleString("en") +
-      " pixels per frame, " + l.max_frames + " frames per clip." +
-      (config.clips ? "" : " Clips: not available (no video engine).");
+      " pixels per frame, " + l.max_frames + " frames per clip.";
     document.body.dataset.ready = "1";
   } catch (error) {
     say(error.message, "error");

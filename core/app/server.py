@@ -45,6 +45,7 @@ from ..flow_viz import flow_to_color
 from ..frames import FrameError, image_to_tensor, read_image
 from ..metrics import psnr
 from ..video import VideoError, open_reader
+from .clips import engine_converter, write_montage
 from .jobs import DONE, DeviceQueue
 from .page import PAGE
 
@@ -137,23 +138,13 @@ def parse_rate(text):
     return rate
 
 
-def default_convert_clip():
-    """The video engine's ``convert_video`` (core.engine), or None where it is not available."""
-    try:
-        from ..engine import convert_video   # noqa: F401
-    except ImportError:
-        return None
-    from . import clips
-    return clips.engine_converter
-
-
 class App:
     """The app's state: the model, the device queue, uploads and jobs, all files in one temporary folder.
 
     interpolator: a loaded :class:`core.Interpolator` (loaded once, shared by all requests).
     convert_clip(source, output, rate, interpolator, progress) -> dict: converts a clip to ``output`` (H.264
         .mp4) at ``rate`` (("multi", m) or ("fps", Fraction)) calling ``progress(done, total)``; returns at least
-        {"frames_in", "frames_out", "fps_out"} (default: through core.engine, see :mod:`core.app.clips`).
+        {"frames_in", "frames_out", "fps_out"} (default: core.engine.convert_video, :mod:`core.app.clips`).
     workdir: the folder to create the temporary folder in (default: the system's).
     progress_bars: show a tqdm bar on stderr while a clip converts.
     """
@@ -165,7 +156,7 @@ class App:
         self.device_name = device_name or str(getattr(interpolator, "device", "cpu"))
         self.model_label = model_label
         self.progress_bars = progress_bars
-        self.convert_clip = convert_clip or default_convert_clip()
+        self.convert_clip = convert_clip or engine_converter
         self.workdir = tempfile.mkdtemp(prefix="upr-app-", dir=workdir)
         self.uploads = collections.OrderedDict()
         self.jobs = collections.OrderedDict()
@@ -191,7 +182,7 @@ class App:
 
     def config(self):
         return {"limits": asdict(self.limits), "device": self.device_name, "model": self.model_label,
-                "clips": self.convert_clip is not None, "queue": len(self.queue)}
+                "queue": len(self.queue)}
 
     def close(self):
         """Stop the worker and remove the temporary folder."""
@@ -324,8 +315,6 @@ class App:
 
     def submit_clip(self, request):
         """Queue a clip conversion for ``request`` = {"clip": id, "multi": m} or {"clip": id, "fps": rate}."""
-        if self.convert_clip is None:
-            raise AppError("clip conversion is not available here (the video engine, core.engine, is missing)")
         clip = self.get_upload(request.get("clip"), "clip", "clip")
         in_fps = fractions.Fraction(clip.fps)
         if request.get("fps") not in (None, ""):
@@ -354,7 +343,6 @@ class App:
         names = {"result": f"{stem}_{suffix}.mp4", "montage": f"{stem}_{suffix}_montage.mp4"}
 
         def work(job):
-            from .clips import write_montage
             expected = math.floor(clip.frames * out_fps / in_fps + fractions.Fraction(1, 2))   # output frames
             job.report(0, expected)
             output = os.path.join(folder, names["result"])
