@@ -161,8 +161,9 @@ class Interpolator:
     scale: 1 (default), 0.5, 0.25 or 0.125: motion is estimated at this fraction of the resolution, synthesis
         stays at full resolution (RIFE's --scale). It skips log2(1 / scale) more finest pyramid levels than
         pyr_level / nr_lvl_skipped (explicit or by resolution) do, keeping pyr_level (see :func:`scaled_pyramid`).
-    compile: False (default), True (torch.compile with Inductor) or a torch.compile backend name: motion estimation
-        and synthesis run compiled (one compilation per frame size and pyramid; the first pairs are slow).
+    compile: False (default), True (torch.compile with Inductor) or a torch.compile backend (name or callable):
+        motion estimation and synthesis run compiled (one compilation per frame size and pyramid, times passed as
+        tensors so that they do not recompile; the first pair is slow).
     still_threshold: pairs whose mean absolute difference (in [0, 1]) is below it are still: every time step is
         (1 - t) * frame0 + t * frame1 (the picture itself) and their flow is zero, without running the network
         (default :data:`STILL_THRESHOLD`; 0 always runs it).
@@ -182,8 +183,8 @@ class Interpolator:
         self.scale = float(scale)
         if pyr_level is not None:
             scaled_pyramid(pyr_level, nr_lvl_skipped or 0, self.scale, level_fixed=True)   # fails early
-        if compile not in (False, None) and not (compile is True or isinstance(compile, str)):
-            raise InputError(f"compile must be False, True or a torch.compile backend name, got {compile!r}")
+        if compile not in (False, None) and not (compile is True or isinstance(compile, str) or callable(compile)):
+            raise InputError(f"compile must be False, True or a torch.compile backend, got {compile!r}")
         self.compile = compile or False
         if low_memory not in ("auto", True, False):
             raise InputError(f"low_memory must be 'auto', True or False, got {low_memory!r}")

@@ -151,3 +151,190 @@ def test_only_small_frames_switch_the_allocator_to_keeping_freed_memory(interpol
     small = torch.rand(1, 3, 60, 50)                  # padded to 64 x 64
     interpolator.interpolate_tensors(small, small.flip(-1))
     assert calls == [1]
+
+
+# ---------------------------------------------------------------------------- issue 33: scale, fp16, compile, times
+
+def _fresh_interpolator(golden, **kwargs):
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    return core.Interpolator(model, "cpu", still_threshold=0, **kwargs)
+
+
+def _motion_calls(interpolator):
+    """Record the feature size (h, w) of each motion estimator call of ``interpolator``'s model."""
+    calls = []
+    interpolator.model.motion_estimator.register_forward_hook(
+        lambda module, inputs, output: calls.append(tuple(inputs[0].shape[-2:])))
+    return calls
+
+
+def test_scale_skips_the_finest_levels_and_keeps_the_coarsest(golden):
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    pyramid = lambda scale, h=720, w=1280, **kw: core.Interpolator(model, "cpu", scale=scale, **kw).pyramid_for(h, w)
+    assert [pyramid(s) for s in (1, 0.5, 0.25, 0.125)] == [(5, 0), (5, 1), (5, 2), (5, 3)]
+    assert [pyramid(s, 1080, 1920) for s in (1, 0.5, 0.25)] == [(6, 1), (6, 2), (6, 3)]
+    assert [pyramid(s, 2160, 3840) for s in (1, 0.5, 0.25)] == [(7, 2), (7, 3), (7, 4)]
+    assert pyramid(0.125, 256, 448) == (4, 3)          # (3, 3) would estimate no motion: one level more
+    assert pyramid(0.5, 256, 448, pyr_level=4) == (4, 1)     # explicit levels: scale skips on top of them
+    assert pyramid(0.5, 256, 448, pyr_level=4, nr_lvl_skipped=1) == (4, 2)
+    assert pyramid(0.5, 720, 1280, nr_lvl_skipped=1) == (5, 2)
+    with pytest.raises(InputError, match="pyr_level of at least 4"):
+        core.Interpolator(model, "cpu", pyr_level=3, scale=0.125)
+    for bad in (0.3, 2, 0, "half", None):
+        with pytest.raises(InputError, match="scale must be 1, 0.5, 0.25 or 0.125"):
+            core.Interpolator(model, "cpu", scale=bad)
+
+
+def test_scale_estimates_motion_at_the_reduced_resolution_and_synthesizes_at_full(golden):
+    case = golden["cases"][0]                                  # 128 x 192: (3, 0) by resolution
+    results = {}
+    for scale in (1, 0.5, 0.25):
+        interpolator = _fresh_interpolator(golden, scale=scale)
+        calls = _motion_calls(interpolator)
+        frames, flow = interpolator.interpolate_tensors(case["img0"], case["img1"], [0.5])
+        # motion at levels 2 .. S (features at 1/4 of each level), the finest one at 1/4 of scale x 128 x 192
+        assert calls == [(8, 12), (16, 24), (32, 48)][:3 - {1: 0, 0.5: 1, 0.25: 2}[scale]]
+        assert frames[0].shape == case["img0"].shape and flow.shape == (1, 4, 128, 192)
+        results[scale] = frames[0]
+    # scale 1 is the golden frame; the others are other frames (their quality: tools.benchmark_scale)
+    assert (results[1] - case["interp_img"]).abs().max() <= 2e-4
+    for scale in (0.5, 0.25):
+        assert (results[scale] - results[1]).abs().mean() > 1e-3 and 0 <= results[scale].min() <= results[scale].max() <= 1
+
+
+def test_scale_one_is_todays_output_and_half_is_one_more_skipped_level(golden):
+    case = golden["cases"][0]
+    run = lambda **kw: _fresh_interpolator(golden, channels_last=False, **kw).interpolate_tensors(
+        case["img0"], case["img1"], [0.3, 0.5])
+    today, half = run(), run(scale=0.5)
+    model = core.load_weights(core.build_model("base"), golden["state_dict"]).eval()
+    with torch.no_grad():                                      # the model itself, with the pyramid spelled out
+        direct = [model(case["img0"], case["img1"], t, pyr_level=3, nr_lvl_skipped=0)[0] for t in (0.3, 0.5)]
+        direct_half = model(case["img0"], case["img1"], 0.5, pyr_level=3, nr_lvl_skipped=1)
+    for ours, reference in zip(run(scale=1.0)[0], direct):
+        assert torch.equal(ours, reference)
+    assert all(torch.equal(a, b) for a, b in zip(today[0], run(scale=1)[0])) and torch.equal(today[1], run()[1])
+    assert torch.equal(half[0][1], direct_half[0]) and torch.equal(half[1], direct_half[1])
+    assert not torch.equal(half[0][1], today[0][1])
+
+
+def test_per_pair_times_equal_each_pair_run_alone(golden):
+    interpolator = _fresh_interpolator(golden)
+    case = golden["cases"][0]
+    img0 = torch.cat([case["img0"], case["img1"].flip(-1)])
+    img1 = torch.cat([case["img1"], case["img0"].flip(-1)])
+    times = [[0.25, 0.5, 0.9], [0.75, 0.5, 0.1]]
+    frames, flow = interpolator.interpolate_tensors(img0, img1, times)
+    assert len(frames) == 3 and frames[0].shape == img0.shape
+    for n in range(2):
+        alone, alone_flow = interpolator.interpolate_tensors(img0[n:n + 1], img1[n:n + 1], times[n])
+        for k in range(3):
+            assert (frames[k][n] - alone[k][0]).abs().max() < 1e-5, (n, k)
+        assert (flow[n] - alone_flow[0]).abs().max() < 1e-4
+    assert (frames[0][0] - frames[0][1]).abs().max() > 0.01   # the two pairs did get different times
+    # the one-list form is the same times for every pair
+    same, _ = interpolator.interpolate_tensors(img0, img1, [[0.3], [0.3]])
+    plain, _ = interpolator.interpolate_tensors(img0, img1, [0.3])
+    assert torch.equal(same[0], plain[0])
+    for bad, message in (([[0.5, 0.5], [0.5]], "equal lengths"), ([[0.5]] * 3, "3 lists of times for 2 pairs"),
+                         ([[0.5], [1.5]], r"\[0, 1\]"), ([[[0.5]]] * 2, "at most one list")):
+        with pytest.raises(InputError, match=message):
+            interpolator.interpolate_tensors(img0, img1, bad)
+
+
+def test_per_pair_times_on_still_pairs_blend_with_each_pairs_time(golden):
+    model = core.load_weights(core.build_model("base"), golden["state_dict"])
+    interpolator = core.Interpolator(model, "cpu")
+    frame = golden["cases"][0]["img0"]
+    img0, img1 = torch.cat([frame, frame * 0.5]), torch.cat([frame, frame * 0.5 + 0.01 / 255])
+    frames, _ = interpolator.interpolate_tensors(img0, img1, [[0.2], [0.7]])
+    assert torch.allclose(frames[0][0], frame[0]) and torch.allclose(frames[0][1], 0.3 * img0[1] + 0.7 * img1[1])
+
+
+def test_fp16_splats_in_float32_without_overflow():
+    """Under float16 autocast the splatting sums (and their normaliser) are float32: 12288 pixels of value 10
+    landing on one point sum to 122880 (float16 overflows at 65504), flows of +-1500 px stay finite."""
+    from core.ops import Splatting, splat
+    h, w = 96, 128
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    to_one_point = torch.stack([40.0 - xs, 30.0 - ys])[None]
+    values = torch.full((1, 8, h, w), 10.0)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half_flow, half_values = to_one_point.half(), values.half()
+        summed = Splatting(half_flow).sum(half_values)
+        averaged = splat(half_values, half_flow, mode="average")
+        far = splat(half_values, (torch.randn(1, 2, h, w) * 1500).half(), mode="average")
+    assert summed.dtype == averaged.dtype == far.dtype == torch.float32
+    assert summed[0, :, 30, 40].tolist() == [h * w * 10.0] * 8 and summed.sum().item() == h * w * 10.0 * 8
+    assert torch.equal(averaged[0, :, 30, 40], torch.full((8,), 10.0))
+    assert torch.isfinite(summed).all() and torch.isfinite(averaged).all() and torch.isfinite(far).all()
+
+
+def test_fp16_runs_on_the_cpu_with_float32_splats_and_stays_close(golden, monkeypatch):
+    from core.ops import softsplat
+    dtypes = []
+    original = softsplat.Splatting.sum
+    monkeypatch.setattr(softsplat.Splatting, "sum",
+                        lambda self, *a, **kw: dtypes.append(original(self, *a, **kw).dtype) or dtypes[-1] and
+                        original(self, *a, **kw))
+    case = golden["cases"][0]
+    interpolator = _fresh_interpolator(golden, precision="fp16")
+    frame, flow = interpolator.interpolate_tensors(case["img0"], case["img1"], [0.5])
+    assert frame[0].dtype == flow.dtype == torch.float32
+    assert dtypes and set(dtypes) == {torch.float32}
+    assert (frame[0] - case["interp_img"]).abs().mean() < 0.01 and torch.isfinite(frame[0]).all()
+    # large motion at a deeper pyramid: the whole frame shifted by 40 px, still finite
+    shifted = torch.roll(case["img0"], 40, -1)
+    big, big_flow = interpolator.interpolate_tensors(case["img0"], shifted, [0.5])
+    assert torch.isfinite(big[0]).all() and torch.isfinite(big_flow).all()
+    with pytest.raises(InputError, match="precision must be fp32, bf16 or fp16"):
+        _fresh_interpolator(golden, precision="half")
+
+
+def test_compiled_interpolator_equals_eager(golden):
+    """Motion and synthesis are captured by torch.compile, once for all times (t is passed as a tensor). A
+    counting backend runs the captured graphs eagerly (Inductor on the whole model: tests/test_compile.py; on the
+    Interpolator it takes minutes on a 2-core CPU)."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    case = golden["cases"][0]
+    img0, img1 = case["img0"][..., :64, :64], case["img1"][..., :64, :64]
+    eager = _fresh_interpolator(golden, pyr_level=1)
+    compiled = _fresh_interpolator(golden, pyr_level=1, compile=counting_backend)
+    try:
+        for times in ([0.5, 0.3], [0.7]):                      # the second call compiles nothing new
+            ours, our_flow = compiled.interpolate_tensors(img0, img1, times)
+            if times == [0.5, 0.3]:
+                captured = len(graphs)
+            reference, flow = eager.interpolate_tensors(img0, img1, times)
+            for a, b in zip(ours, reference):
+                assert (a - b).abs().max() < 1e-5
+            assert (our_flow - flow).abs().max() < 1e-4
+        assert captured >= 2 and len(graphs) == captured
+        called = []
+        compiled.model.motion_estimator.register_forward_hook(lambda *a: called.append(1))
+        compiled.interpolate_tensors(img0, img1, [0.5])
+        assert called == []            # the compiled graphs ran, not the module's eager forward
+    finally:
+        torch._dynamo.reset()
+    with pytest.raises(InputError, match="compile"):
+        _fresh_interpolator(golden, compile=3)
+
+
+def test_cli_scale_precision_and_compile_options():
+    import argparse
+    from core.cli import UsageError, add_model_arguments, interpolator_options
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    options = interpolator_options(parser.parse_args(["--scale", "0.25", "--precision", "fp16", "--compile"]))
+    assert options["scale"] == 0.25 and options["precision"] == "fp16" and options["compile"] is True
+    defaults = interpolator_options(parser.parse_args([]))
+    assert defaults["scale"] == 1.0 and "compile" not in defaults and defaults["precision"] == "fp32"
+    with pytest.raises(UsageError, match="--scale must be 1, 0.5, 0.25 or 0.125, got 0.3"):
+        interpolator_options(parser.parse_args(["--scale", "0.3"]))
