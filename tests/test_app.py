@@ -181,24 +181,35 @@ def test_two_frames_equal_the_interpolator(served, interpolator):
 
 def test_bad_requests_are_one_line_messages(served):
     app, server = served
+    messages = []
+
+    def refused(status, answer, expected_status, expected):
+        assert status == expected_status and expected in answer["error"], answer
+        messages.append(answer["error"])
+
+    ids = [upload(server, path)[1]["id"] for path in (FRAME0, os.path.join(IMAGES, "tree_0.png"))]
+    for body, expected in (({"frame0": ids[0], "frame1": ids[1]}, "the frames differ in size: 176x144 and 320x240"),
+                           ({"frame0": ids[0], "frame1": ids[0], "gt": ids[1]},
+                            "the ground truth is 320x240, the frames 176x144"),
+                           ({"frame0": ids[0], "frame1": ids[0], "t": 1.5}, "t must lie in [0, 1], got 1.5"),
+                           ({"frame0": ids[0], "frame1": ids[0], "t": "soon"}, "t must be a number"),
+                           ({"frame0": "nope", "frame1": ids[0]}, "frame 0: no such upload")):
+        refused(*request(server, "/api/interpolate", json.dumps(body).encode(), "application/json"), 400, expected)
     before = files_under(app.workdir)
-    status, answer = upload(server, FRAME0, name="broken.png", data=b"\x89PNG\r\n\x1a\n" + os.urandom(500))
-    assert status == 400 and answer["error"].startswith("broken.png: not an image")
-    status, answer = upload(server, FRAME0, kind="clip", name="broken.mp4", data=os.urandom(4000))
-    assert status == 400 and answer["error"].startswith("broken.mp4: not a video")
-    big = int(UPLOAD_LIMIT_MB * 1e6) + 1000
-    status, answer = upload(server, FRAME0, name="big.png", data=b"\0" * big)
-    assert status == 413 and "larger than the limit of 1 MB" in answer["error"]
-    status, answer = request(server, "/api/interpolate", json.dumps({"frame0": "nope", "frame1": "u1", "t": 0.5})
-                             .encode(), "application/json")
-    assert status == 400 and "no such upload" in answer["error"]
-    status, answer = request(server, "/api/interpolate", b"{not json", "application/json")
-    assert status == 400 and answer["error"] == "the request is not JSON"
-    status, answer = request(server, "/api/nothing")
-    assert status == 404 and "error" in answer
+    refused(*upload(server, FRAME0, name="broken.png", data=b"\x89PNG\r\n\x1a\n" + os.urandom(500)), 400,
+            "broken.png: not an image")
+    refused(*upload(server, FRAME0, kind="clip", name="broken.mp4", data=os.urandom(4000)), 400,
+            "broken.mp4: not a video")
+    refused(*upload(server, FRAME0, name="big.png", data=b"\0" * (int(UPLOAD_LIMIT_MB * 1e6) + 1000)), 413,
+            "big.png: 1.001 MB is larger than the limit of 1 MB")
+    refused(*upload(server, FRAME0, name="empty.png", data=b""), 400, "empty.png: the file is empty")
+    refused(*request(server, "/api/interpolate", b"{not json", "application/json"), 400, "the request is not JSON")
+    refused(*request(server, "/api/clip", json.dumps({"clip": ids[0]}).encode(), "application/json"), 400,
+            "clip: no such upload")
+    refused(*request(server, "/api/job/clip-999"), 404, "no such job")
+    refused(*request(server, "/api/nothing"), 404, "not found: /api/nothing")
     assert files_under(app.workdir) == before          # nothing of the refused uploads stays
-    for body in (answer,):
-        assert "Traceback" not in json.dumps(body)
+    assert all("\n" not in m and "Traceback" not in m and app.workdir not in m for m in messages)
     status, page = request(server, "/")                 # the server still answers
     assert status == 200 and b"UPR-Net" in page
 
@@ -435,7 +446,7 @@ def test_browser_bad_uploads_are_messages(page, tmp_path):
     big.write_bytes(os.urandom(int(UPLOAD_LIMIT_MB * 1e6) + 5000))
     page.set_input_files("#clip", str(big))
     page.wait_for_function("document.getElementById('message').textContent.startsWith('big.mp4')")
-    assert "larger than the limit of 1 MB" in page.inner_text("#message")
+    assert page.inner_text("#message") == "big.mp4: 1.005 MB is larger than the limit of 1 MB"
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(3000))
     page.set_input_files("#clip", str(corrupt))

@@ -111,7 +111,7 @@ async function api(path, options) {
   return payload;
 }
 
-function megabytes(bytes) { return (bytes / 1e6).toFixed(1) + " MB"; }
+function megabytes(bytes) { return String(Number((bytes / 1e6).toPrecision(4))) + " MB"; }
 
 async function upload(slot, file) {
   const kind = slot === "clip" ? "clip" : "image";

@@ -201,7 +201,7 @@ class App:
         name = os.path.basename(name or kind)[:120] or kind
         limit = self.limits.max_upload_bytes
         if length > limit:
-            raise AppError(f"{name}: {length / 1e6:.1f} MB is larger than the limit of {limit / 1e6:g} MB", 413)
+            raise AppError(f"{name}: {length / 1e6:.4g} MB is larger than the limit of {limit / 1e6:g} MB", 413)
         if length <= 0:
             raise AppError(f"{name}: the file is empty")
         ext = os.path.splitext(name)[1].lower()
