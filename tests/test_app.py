@@ -431,8 +431,9 @@ def test_browser_two_frames_and_slider(page, interpolator):
     assert page.is_visible("#flow01") and page.is_visible("#flow10")
     assert not page.is_visible("#diff")              # no ground truth yet
     page.set_input_files("#gt", GT)
+    page.wait_for_selector("#drop-gt img:not([hidden])")       # the ground truth is uploaded
     page.fill("#t", "0.5")
-    page.wait_for_function("document.getElementById('psnr').textContent.includes('dB')")
+    page.wait_for_selector("#result[data-ready='1'][data-t='0.5']")
     assert page.inner_text("#psnr") == "PSNR 28.93 dB" and page.is_visible("#diff")
 
 
