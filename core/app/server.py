@@ -356,6 +356,7 @@ class App:
                 summary = self.convert_clip(clip.path, output, rate, self.interpolator, progress)
             job.stage = "montage"
             write_montage(clip.path, output, os.path.join(folder, names["montage"]))
+            job.stage = "done"
             return summary
 
         job = self.queue.submit(work, "clip")
