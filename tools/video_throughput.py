@@ -10,8 +10,10 @@ bare core.Interpolator interpolates every pair of those frames, already in memor
 and duplicate detection off so that it interpolates every pair like (a). Both count --multi output frames per
 pair: output frames per second = pairs x multi / seconds, and the ratio (b) / (a) is the share of the model's
 speed the engine keeps (the issue's goal: at least 0.95). With --repeat R the runs alternate a, b, a, b, ... and
-the medians count. The stage costs alone (decoding the clip, encoding the engine's output again) are printed too,
-to tell where missing time goes. Details: docs/performance.md (Video engine throughput).
+the medians count. The CPU time of the process (all its threads) is recorded as well: on a shared machine it
+depends less on other work than the wall time does. The stage costs alone (decoding the clip, encoding the
+engine's output again) are printed too, to tell where missing time goes. Details: docs/performance.md (Video
+engine throughput).
 """
 import json
 import os
@@ -98,16 +100,18 @@ def decode_all(path):
 
 
 def time_bare(interpolator, frames, times, quiet):
-    """Seconds for ``interpolator.interpolate`` over every consecutive pair of ``frames`` at ``times``."""
-    started = time.perf_counter()
+    """(wall seconds, CPU seconds of this process) for ``interpolator.interpolate`` over every consecutive pair
+    of ``frames`` at ``times``."""
+    started, cpu = time.perf_counter(), time.process_time()
     for frame0, frame1 in tqdm(list(zip(frames, frames[1:])), desc="bare Interpolator", unit="pair",
                                disable=quiet, leave=False):
         interpolator.interpolate(frame0, frame1, times)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def time_engine(interpolator, clip, output, multi, batch, quiet):
-    """Seconds for the engine to convert ``clip`` to ``output`` (an .mp4), and its JobSummary."""
+    """(wall seconds, CPU seconds of this process, the JobSummary) for the engine converting ``clip`` to
+    ``output`` (an .mp4)."""
     options = VideoJobOptions(multi=multi, scene_threshold=0, dup_threshold=0, audio=False, batch=batch,
                               overwrite=True)
     bar = tqdm(desc="engine", unit="frame", disable=quiet, leave=False)
@@ -117,12 +121,12 @@ def time_engine(interpolator, clip, output, multi, batch, quiet):
         bar.n = done
         bar.refresh()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         summary = convert_video(clip, output, options, interpolator, progress=progress)
     finally:
         bar.close()
-    return time.perf_counter() - started, summary
+    return time.perf_counter() - started, time.process_time() - cpu, summary
 
 
 def time_encode(frames, path, fps):
@@ -157,11 +161,14 @@ def measure(args):
         interpolator = interpolator_from_args(args)
         times = [k / args.multi for k in range(1, args.multi)]
         interpolator.interpolate(frames[0], frames[1], times)                 # warm-up, untimed
-        bare, engine, summary = [], [], None
+        bare, engine, bare_cpu, engine_cpu, summary = [], [], [], [], None
         for _ in range(args.repeat):
-            bare.append(time_bare(interpolator, frames, times, args.quiet))
-            seconds, summary = time_engine(interpolator, clip, output, args.multi, args.batch, args.quiet)
+            seconds, cpu = time_bare(interpolator, frames, times, args.quiet)
+            bare.append(seconds)
+            bare_cpu.append(cpu)
+            seconds, cpu, summary = time_engine(interpolator, clip, output, args.multi, args.batch, args.quiet)
             engine.append(seconds)
+            engine_cpu.append(cpu)
         written, _ = decode_all(output)
         encode_seconds = time_encode(written, os.path.join(work, "encode_only.mp4"), fps * args.multi)
     finally:
@@ -179,6 +186,8 @@ def measure(args):
         "bare_seconds": [round(s, 3) for s in bare], "engine_seconds": [round(s, 3) for s in engine],
         "bare_fps": counted / bare_s, "engine_fps": counted / engine_s, "ratio": bare_s / engine_s,
         "bare_seconds_per_pair": bare_s / args.pairs, "engine_seconds_per_pair": engine_s / args.pairs,
+        "bare_cpu_seconds": [round(s, 3) for s in bare_cpu], "engine_cpu_seconds": [round(s, 3) for s in engine_cpu],
+        "cpu_ratio": statistics.median(bare_cpu) / statistics.median(engine_cpu),
         "engine_frames_out": summary.frames_out, "engine_frames_decoded": len(written),
         "decode_seconds": round(decode_seconds, 3), "encode_seconds": round(encode_seconds, 3),
     }
@@ -192,7 +201,7 @@ def format_result(r):
         f"bare Interpolator: {r['bare_fps']:.3f} output frames/s ({r['bare_seconds_per_pair']:.2f} s a pair)",
         f"engine end to end: {r['engine_fps']:.3f} output frames/s ({r['engine_seconds_per_pair']:.2f} s a pair; "
         f"{r['engine_frames_out']} frames written)",
-        f"ratio engine / bare: {r['ratio']:.3f}",
+        f"ratio engine / bare: {r['ratio']:.3f} (CPU time of this process: {r['cpu_ratio']:.3f})",
         f"alone: decoding the clip {r['decode_seconds']:.2f} s, encoding the engine's "
         f"{r['engine_frames_decoded']} frames {r['encode_seconds']:.2f} s",
     ])
