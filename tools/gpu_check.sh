@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared check of the GPU path (docs/gpu.md): on one CUDA GPU in under 8 minutes, or on the CPU.
 #
-#     bash tools/gpu_check.sh                      # CUDA: pytest -m cuda, runtime, training speed, torchrun + NCCL
+#     bash tools/gpu_check.sh                      # CUDA: pytest -m cuda, runtime, training speed, torchrun + NCCL,
+#                                                  # the video engine at 1080p (core.engine against the bare model)
 #     bash tools/gpu_check.sh --device cpu         # everything that runs on the CPU (Gloo, small sizes)
 #     bash tools/gpu_check.sh --device cpu --quick # the fast subset the test suite runs
 #
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --wheels) wheels="$2"; shift 2 ;;
         --budget) budget="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -217,6 +218,95 @@ else
     done
 fi
 
+# ------------------------------------------------------------------------------------------- video engine
+# core.engine on a synthetic clip made here (no footage on the machine): --multi 2, output frames/s of the whole
+# engine (decode, model, encode overlapped; model loaded before the clock starts) against the bare Interpolator's
+# on the same pairs (frames already on the device, same batch); CUDA: 1920x1080, bf16 and fp16, batch 4
+cat >"$out/video_engine.py" <<'EOF'
+import json, os, sys, time
+import numpy as np
+import torch
+
+out, device, width, height, frames, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+precisions = sys.argv[7].split(",")
+import av
+import cv2
+from core import Interpolator
+from core.engine import VideoJobOptions, convert_video
+
+clip = os.path.join(out, "video_engine_clip.mp4")
+rng = np.random.default_rng(0)
+base = cv2.resize(rng.integers(0, 256, (height // 8, width // 8, 3)).astype(np.uint8), (width, height),
+                  interpolation=cv2.INTER_CUBIC)
+container = av.open(clip, "w")
+stream = container.add_stream("libx264", rate=24)
+stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+pictures = []
+for i in range(frames):   # the texture pans 4 px a frame: real motion, no scene cut, no duplicate
+    rgb = np.ascontiguousarray(np.roll(base, 4 * i, axis=1))
+    pictures.append(rgb)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    frame.pts = i
+    container.mux(stream.encode(frame))
+container.mux(stream.encode(None))
+container.close()
+
+result = {"device": device, "width": width, "height": height, "input_frames": frames, "pairs": frames - 1,
+          "batch": batch, "precisions": {}}
+if device == "cuda":
+    result["gpu"] = torch.cuda.get_device_name(0)
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+tensors = [torch.from_numpy(p).permute(2, 0, 1)[None].float().div(255) for p in pictures]
+for precision in precisions:
+    entry = result["precisions"][precision] = {}
+    try:
+        interpolator = Interpolator.from_checkpoint(device=device, precision=precision)
+    except Exception as error:   # a precision this Interpolator does not offer
+        entry["error"] = f"{type(error).__name__}: {error}"
+        print(f"{precision}: {entry['error']}")
+        continue
+    on_device = [t.to(device) for t in tensors]
+    pairs = list(range(frames - 1))
+    for warm in (True, False):   # the first pass warms up (kernels, autotuning) for every batch shape
+        start = time.perf_counter()
+        for i in range(0, len(pairs), batch):
+            chunk = pairs[i:i + batch]
+            img0 = torch.cat([on_device[p] for p in chunk])
+            img1 = torch.cat([on_device[p + 1] for p in chunk])
+            interpolator.interpolate_tensors(img0, img1, [0.5])
+        sync()
+        model_s = time.perf_counter() - start
+    target = os.path.join(out, f"video_engine_{precision}.mp4")
+    options = VideoJobOptions(multi=2, batch=batch, scene_threshold=0, dup_threshold=0, overwrite=True)
+    start = time.perf_counter()
+    summary = convert_video(clip, target, options, interpolator)
+    engine_s = time.perf_counter() - start
+    with av.open(target) as check:
+        decoded = sum(1 for _ in check.decode(check.streams.video[0]))
+    model_fps, engine_fps = len(pairs) / model_s, summary.interpolated / engine_s
+    entry.update({"model_s": model_s, "engine_s": engine_s, "interpolated": summary.interpolated,
+                  "output_frames": summary.frames_out, "decoded_frames": decoded,
+                  "model_interpolated_fps": model_fps, "engine_interpolated_fps": engine_fps,
+                  "engine_output_fps": summary.frames_out / engine_s, "ratio": engine_fps / model_fps})
+    print(f"{precision}: model {model_fps:.2f} frames/s, engine {engine_fps:.2f} interpolated "
+          f"({entry['engine_output_fps']:.2f} output) frames/s, ratio {entry['ratio']:.3f}; "
+          f"{decoded} frames decoded from the output")
+    assert decoded == summary.frames_out == 2 * frames, (decoded, summary.frames_out)
+    del interpolator, on_device
+    if device == "cuda":
+        torch.cuda.empty_cache()
+json.dump(result, open(os.path.join(out, "video_engine.json"), "w"), indent=2)
+if not any("ratio" in e for e in result["precisions"].values()):
+    sys.exit("no precision ran")
+EOF
+if [ "$device" = cuda ]; then
+    step video_engine 90 "$python" "$out/video_engine.py" "$out" cuda 1920 1080 24 4 bf16,fp16
+elif [ "$quick" = 1 ]; then
+    step video_engine 600 "$python" "$out/video_engine.py" "$out" cpu 64 48 4 2 fp32
+else
+    step video_engine 600 "$python" "$out/video_engine.py" "$out" cpu 128 96 6 2 fp32,bf16
+fi
+
 # ------------------------------------------------------------------------------------------------ summary
 "$python" - "$out" "$device" "$quick" "$(( $(date +%s) - started ))" <<'EOF' 2>&1 | tee -a "$log"
 import json, os, re, sys
@@ -280,6 +370,16 @@ for name, entry in steps.items():
             if "rife" in result:
                 entry["rife_latency_ms"] = result["rife"]["latency_ms"]
 
+if "video_engine" in steps:
+    entry = steps["video_engine"]
+    result = read_json("video_engine.json")
+    if result is not None:
+        entry["result"] = result
+        entry["ratios"] = {p: e["ratio"] for p, e in result["precisions"].items() if "ratio" in e}
+    elif entry["passed"]:
+        entry["passed"] = False
+        entry["error"] = "no JSON written"
+
 if "train_torchrun" in steps:
     log_path = os.path.join(out, "train-log", "smoke", "runtime.log")
     losses = {}
@@ -307,6 +407,9 @@ for name, e in steps.items():
         extra = f" ({t['passed']} passed, {t['failed']} failed, {t['errors']} errors, {t['skipped']} skipped)"
     elif "latency_ms" in e:
         extra = f" (base {e['latency_ms']:.1f} ms" + (f", RIFE {e['rife_latency_ms']:.1f} ms" if "rife_latency_ms" in e else "") + ")"
+    elif name == "video_engine" and "result" in e:
+        extra = " (" + ", ".join(f"{p} {v['engine_output_fps']:.2f} output frames/s, {v['ratio']:.2f} of the model's"
+                                 if "ratio" in v else f"{p} not run" for p, v in e["result"]["precisions"].items()) + ")"
     elif name == "training_speed" and "result" in e:
         extra = " (" + ", ".join(f"{m} {v['steps_per_s']:.2f} steps/s"
                                  + (f", peak {v['cuda_peak_mb']:.0f} MiB" if "cuda_peak_mb" in v else "")
