@@ -185,44 +185,46 @@ def test_scale_skips_the_finest_levels_and_keeps_the_coarsest(golden):
             core.Interpolator(model, "cpu", scale=bad)
 
 
+def _small_pair(golden):
+    """A 64 x 128 crop of the golden pair (pyramid (3, 0) by resolution, no padding)."""
+    case = golden["cases"][0]
+    return case["img0"][..., 32:96, 32:160].contiguous(), case["img1"][..., 32:96, 32:160].contiguous()
+
+
 def test_scale_estimates_motion_at_the_reduced_resolution_and_synthesizes_at_full(golden):
-    case = golden["cases"][0]                                  # 128 x 192: (3, 0) by resolution
+    img0, img1 = _small_pair(golden)
     results = {}
     for scale in (1, 0.5, 0.25):
         interpolator = _fresh_interpolator(golden, scale=scale)
         calls = _motion_calls(interpolator)
-        frames, flow = interpolator.interpolate_tensors(case["img0"], case["img1"], [0.5])
-        # motion at levels 2 .. S (features at 1/4 of each level), the finest one at 1/4 of scale x 128 x 192
-        assert calls == [(8, 12), (16, 24), (32, 48)][:3 - {1: 0, 0.5: 1, 0.25: 2}[scale]]
-        assert frames[0].shape == case["img0"].shape and flow.shape == (1, 4, 128, 192)
+        frames, flow = interpolator.interpolate_tensors(img0, img1, [0.5])
+        # motion at levels 2 .. S (features at 1/4 of each level), the finest one at 1/4 of scale x 64 x 128
+        assert calls == [(4, 8), (8, 16), (16, 32)][:3 - {1: 0, 0.5: 1, 0.25: 2}[scale]]
+        assert frames[0].shape == img0.shape and flow.shape == (1, 4, 64, 128)
         results[scale] = frames[0]
-    # scale 1 is the golden frame; the others are other frames (their quality: tools.benchmark_scale)
-    assert (results[1] - case["interp_img"]).abs().max() <= 2e-4
+    # other frames than scale 1's (their quality: tools.benchmark_scale)
     for scale in (0.5, 0.25):
         assert (results[scale] - results[1]).abs().mean() > 1e-3 and 0 <= results[scale].min() <= results[scale].max() <= 1
 
 
 def test_scale_one_is_todays_output_and_half_is_one_more_skipped_level(golden):
-    case = golden["cases"][0]
-    run = lambda **kw: _fresh_interpolator(golden, channels_last=False, **kw).interpolate_tensors(
-        case["img0"], case["img1"], [0.3, 0.5])
-    today, half = run(), run(scale=0.5)
+    img0, img1 = _small_pair(golden)
+    run = lambda **kw: _fresh_interpolator(golden, channels_last=False, **kw).interpolate_tensors(img0, img1, [0.3])
+    today, one, half = run(), run(scale=1.0), run(scale=0.5)
     model = core.load_weights(core.build_model("base"), golden["state_dict"]).eval()
     with torch.no_grad():                                      # the model itself, with the pyramid spelled out
-        direct = [model(case["img0"], case["img1"], t, pyr_level=3, nr_lvl_skipped=0)[0] for t in (0.3, 0.5)]
-        direct_half = model(case["img0"], case["img1"], 0.5, pyr_level=3, nr_lvl_skipped=1)
-    for ours, reference in zip(run(scale=1.0)[0], direct):
-        assert torch.equal(ours, reference)
-    assert all(torch.equal(a, b) for a, b in zip(today[0], run(scale=1)[0])) and torch.equal(today[1], run()[1])
-    assert torch.equal(half[0][1], direct_half[0]) and torch.equal(half[1], direct_half[1])
-    assert not torch.equal(half[0][1], today[0][1])
+        direct = model(img0, img1, 0.3, pyr_level=3, nr_lvl_skipped=0)
+        direct_half = model(img0, img1, 0.3, pyr_level=3, nr_lvl_skipped=1)
+    assert torch.equal(today[0][0], one[0][0]) and torch.equal(today[1], one[1])
+    assert torch.equal(one[0][0], direct[0]) and torch.equal(one[1], direct[1])
+    assert torch.equal(half[0][0], direct_half[0]) and torch.equal(half[1], direct_half[1])
+    assert not torch.equal(half[0][0], today[0][0])
 
 
 def test_per_pair_times_equal_each_pair_run_alone(golden):
     interpolator = _fresh_interpolator(golden)
-    case = golden["cases"][0]
-    img0 = torch.cat([case["img0"], case["img1"].flip(-1)])
-    img1 = torch.cat([case["img1"], case["img0"].flip(-1)])
+    a, b = _small_pair(golden)
+    img0, img1 = torch.cat([a, b.flip(-1)]), torch.cat([b, a.flip(-1)])
     times = [[0.25, 0.5, 0.9], [0.75, 0.5, 0.1]]
     frames, flow = interpolator.interpolate_tensors(img0, img1, times)
     assert len(frames) == 3 and frames[0].shape == img0.shape
