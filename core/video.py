@@ -213,19 +213,30 @@ class VideoReader(_Closable):
         self.decode_error = None
 
     def __iter__(self):
+        failure = None
         try:
             for frame in self.container.decode(self.stream):
-                if self.first_frame_time is None:
-                    self.first_frame_time = float(frame.time) if frame.time is not None else 0.0
-                self.frames_read += 1
-                yield frame_to_rgb(frame)
+                yield self._converted(frame)
         except av.FFmpegError as error:
+            failure = error
+        if failure is not None:
+            try:   # the frames before the bad packet that the decoder still holds (reordering, threads)
+                for frame in self.stream.codec_context.decode(None):
+                    yield self._converted(frame)
+            except av.FFmpegError:
+                pass
             if not self.frames_read:
-                raise VideoError(f"cannot decode {self.path}: {error}") from None
-            self.decode_error = f"decoding {self.path} stopped after {self.frames_read} frames: {error}"
+                raise VideoError(f"cannot decode {self.path}: {failure}")
+            self.decode_error = f"decoding {self.path} stopped after {self.frames_read} frames: {failure}"
             warnings.warn(self.decode_error, VideoDecodeWarning, stacklevel=2)
         if not self.frames_read:
             raise VideoError(f"no frames could be decoded from {self.path}")
+
+    def _converted(self, frame):
+        if self.first_frame_time is None:
+            self.first_frame_time = float(frame.time) if frame.time is not None else 0.0
+        self.frames_read += 1
+        return frame_to_rgb(frame)
 
     def close(self):
         self.container.close()

@@ -460,3 +460,22 @@ def test_killed_job_resumes_to_the_uninterrupted_result(tmp_path):
             assert len(a[0]) == len(b[0]) == 48 and a[1] == b[1] and a[2] == b[2] > 0
             assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
         assert not os.path.exists(parts)
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_corrupt_bytes_mid_file_fail_at_a_frame_and_keep_the_frames_before(tmp_path, ext):
+    """Real damage: bytes overwritten in the middle of the file. mp4: the decoder raises at a frame; mkv: the
+    demuxer stops early without an error, which the frame count of the header reveals. Either way the frames before
+    are finished into a whole output and the job fails naming the frame."""
+    frames = frames_of(40, 128, 96)
+    source = make_clip(tmp_path / f"in{ext}", frames, audio=False)
+    data = bytearray(open(source, "rb").read())
+    for offset in range(len(data) // 2, len(data) // 2 + 2000, 7):
+        data[offset] = (data[offset] * 13 + 77) % 256
+    open(source, "wb").write(data)
+    with pytest.raises(DecodeFailure, match=r"input frame \d+ of the range failed") as info:
+        convert_video(source, str(tmp_path / "o.mp4"), options(multi=2, segment_frames=4), Blend())
+    k = info.value.frame
+    assert 0 < k < 40 and info.value.summary.frames_in == k
+    assert len(decode(tmp_path / "o.mp4")[0]) == 2 * k
+    assert not os.path.exists(parts_folder(str(tmp_path / "o.mp4")))

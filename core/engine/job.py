@@ -465,9 +465,16 @@ def convert_video(source, output, options, interpolator, progress=None, shard=No
         if ended.get("count", 0) == 0 and limit != 0:
             raise JobError(f"--start {describe_time(options.start or 0)} is past the end of {source} "
                            f"({reader.frames_read} frames, {describe_time(reader.frames_read / in_fps)})")
+        count = ended.get("count", 0)
         if reader.decode_error:
             summary.decode_error = reader.decode_error
-            summary.decode_frame = ended.get("count", 0)
+            summary.decode_frame = count
+        elif limit is None and not reader.is_folder and known:
+            announced = (known if stop is None else min(known, stop)) - first
+            if announced - count > max(3, announced // 50):   # the demuxer stopped early without an error
+                summary.decode_error = (f"{source} ended after {first + count} frames, but its header announces "
+                                        f"~{known}: the file is truncated or corrupt")
+                summary.decode_frame = count
         first_time = reader.first_frame_time or 0.0
 
     if shard is not None:
