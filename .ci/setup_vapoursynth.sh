@@ -28,11 +28,14 @@ find_python312() {
         "$(find_python312)" -m venv "$VENV"
     fi
     PY="$VENV/bin/python"
-    if ! "$PY" -c 'import torch, torchvision, sys; sys.exit(torch.__version__.split("+")[0] != "2.14.1")' 2>/dev/null; then
+    if ! "$PY" -c 'from importlib.metadata import version as v; import sys
+sys.exit(v("torch").split("+")[0] != "2.14.1" or v("torchvision").split("+")[0] != "0.29.1")' 2>/dev/null; then
         "$PY" -m pip install -q $TORCH_PINS
     fi
     # The project with the vapoursynth and test extras (editable, so the tests see this working tree).
-    if ! "$PY" -c 'import vapoursynth, pytest, core, os, sys; sys.exit(os.path.dirname(os.path.dirname(core.__file__)) != sys.argv[1])' "$REPO" 2>/dev/null; then
+    if ! "$PY" -I -c 'import importlib.util as u, os, sys
+found = [u.find_spec(name) for name in ("vapoursynth", "pytest", "av", "core")]
+sys.exit(None in found or os.path.dirname(os.path.dirname(found[-1].origin)) != sys.argv[1])' "$REPO" 2>/dev/null; then
         "$PY" -m pip install -q -e "$REPO[vapoursynth,test]"
     fi
     # vspipe finds the core library and Python through this file (one per Python; ~/.config/vapoursynth).
