@@ -25,7 +25,6 @@ from core.cli import (SCALE_CHOICES, UsageError, add_model_arguments, cli_main, 
 from core.frames import image_to_tensor
 from core.interpolator import REPO_ROOT
 from core.metrics import psnr, quantize_8bit
-from core.video import VideoReader
 
 HELDOUT_CONFIG = os.path.join(REPO_ROOT, "configs", "heldout_clips_cpu.py")
 DEFAULT_SCALES = (1.0, 0.5, 0.25)
@@ -68,6 +67,8 @@ def fit_to(frame, width, height):
 
 def read_triplets(path, count):
     """``count`` triplets (i, i+1, i+2) of RGB uint8 frames spread evenly over the clip: (index, [f0, f1, f2])."""
+    from core.video import VideoReader      # PyAV only here: measure() runs on decoded frames without it
+
     with VideoReader(path) as reader:
         frames = list(reader)          # the held-out clips are short (at most a few hundred small frames)
     if len(frames) < 3:
