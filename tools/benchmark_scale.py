@@ -6,8 +6,9 @@
 Triplets (i, i+1, i+2) of the held-out clips (configs/heldout_clips_cpu.py: diver, pampi_tour, laughing_pexels):
 frames 0 and 2 predict frame 1. The clips are at most 960x540, so each frame is centre-cropped to the target's
 aspect ratio and upscaled bicubically to the target size; PSNR is against the upscaled middle frame (prediction
-rounded to 8 bits). Seconds per pair: the median over all pairs of interpolate_tensors (model and padding; frames
-already decoded and on the device). Prints a markdown table and writes JSON (--out_json).
+rounded to 8 bits). Seconds per pair: the median over the pairs of interpolate_tensors (model and padding; frames
+already decoded and on the device), each pair's fastest of --repeats runs. Prints a markdown table and writes JSON
+(--out_json).
 """
 import json
 import os
@@ -82,33 +83,42 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(interpolator, triplets, resolutions, scales, progress=True):
-    """Run every triplet at every resolution and scale. Returns a list of rows, one per (resolution, scale):
-    {"resolution", "scale", "pyramid", "pairs", "psnr", "psnr_per_clip", "seconds_per_pair", "seconds"}."""
+def measure(interpolator, triplets, resolutions, scales, repeats=1, progress=True):
+    """Run every triplet at every resolution and scale, ``repeats`` times (the scales in turn, their order rotated
+    each round, so that a busy machine slows them alike; a pair's time is its fastest run). Returns a list of
+    rows, one per (resolution, scale): {"resolution", "scale", "pyramid", "pairs", "psnr", "psnr_per_clip",
+    "seconds_per_pair" (median over the pairs), "seconds" (per pair)}."""
     device = interpolator.device
     rows = {(res, s): {"resolution": f"{res[0]}x{res[1]}", "scale": s, "pairs": 0, "psnr_values": [],
                        "per_clip": {}, "seconds": []} for res in resolutions for s in scales}
-    total = len(triplets) * len(resolutions) * len(scales)
+    total = len(triplets) * len(resolutions) * len(scales) * repeats
     bar = tqdm(total=total, desc="pairs", unit="pair", disable=not progress, file=sys.stderr)
     for (width, height) in resolutions:
         for clip, index, frames in triplets:
             img0, gt, img1 = (image_to_tensor(fit_to(f, width, height)) for f in frames)
             img0, img1 = img0.to(device), img1.to(device)
-            for scale in scales:
-                interpolator.scale = scale
-                _sync(device)
-                start = time.perf_counter()
-                frames_out, _ = interpolator.interpolate_tensors(img0, img1, [0.5])
-                _sync(device)
-                seconds = time.perf_counter() - start
-                value = psnr(quantize_8bit(frames_out[0].float().cpu()), gt)[0].item()
-                row = rows[((width, height), scale)]
-                row["pyramid"] = list(interpolator.pyramid_for(height, width))
-                row["pairs"] += 1
-                row["psnr_values"].append(value)
-                row["per_clip"].setdefault(clip, []).append(value)
-                row["seconds"].append(seconds)
-                bar.update(1)
+            fastest = {}
+            for round_ in range(repeats):
+                shift = round_ % len(scales)
+                for scale in scales[shift:] + scales[:shift]:
+                    interpolator.scale = scale
+                    _sync(device)
+                    start = time.perf_counter()
+                    frames_out, _ = interpolator.interpolate_tensors(img0, img1, [0.5])
+                    _sync(device)
+                    seconds = time.perf_counter() - start
+                    fastest[scale] = min(seconds, fastest.get(scale, seconds))
+                    bar.update(1)
+                    if round_:
+                        continue
+                    value = psnr(quantize_8bit(frames_out[0].float().cpu()), gt)[0].item()
+                    row = rows[((width, height), scale)]
+                    row["pyramid"] = list(interpolator.pyramid_for(height, width))
+                    row["pairs"] += 1
+                    row["psnr_values"].append(value)
+                    row["per_clip"].setdefault(clip, []).append(value)
+            for scale, seconds in fastest.items():
+                rows[((width, height), scale)]["seconds"].append(seconds)
     bar.close()
     result = []
     for row in rows.values():
@@ -143,6 +153,8 @@ def build_parser():
                         help="scales to compare (default: 1 0.5 0.25)")
     parser.add_argument("--resolutions", nargs="+", default=list(DEFAULT_RESOLUTIONS), metavar="WxH",
                         help="target sizes (default: 1280x720 1920x1080)")
+    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+                        help="runs of each pair and scale, in turn; its time is the fastest (default: 1)")
     parser.add_argument("--out_json", default=None, metavar="FILE", help="write the results as JSON")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_model_arguments(parser, pyramid=False)
@@ -154,8 +166,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.scale != 1.0:
         raise UsageError("this tool compares --scales; --scale is not used here")
-    if args.triplets < 1:
-        raise UsageError(f"--triplets must be at least 1, got {args.triplets}")
+    if args.triplets < 1 or args.repeats < 1:
+        raise UsageError(f"--triplets and --repeats must be at least 1, got {args.triplets} and {args.repeats}")
     bad = [s for s in args.scales if s not in SCALE_CHOICES]
     if bad:
         raise UsageError(f"--scales must be among 1, 0.5, 0.25, 0.125, got {bad[0]:g}")
@@ -168,9 +180,9 @@ def main(argv=None):
     interpolator = interpolator_from_args(args)
     warm = torch.rand(1, 3, 64, 64)          # first-call costs (kernel loading) outside the timings
     interpolator.interpolate_tensors(warm, warm.flip(-1))
-    rows = measure(interpolator, triplets, resolutions, args.scales, progress=not args.no_progress)
+    rows = measure(interpolator, triplets, resolutions, list(args.scales), args.repeats, progress=not args.no_progress)
     result = {"device": str(interpolator.device), "threads": torch.get_num_threads(),
-              "precision": interpolator.precision, "compile": bool(interpolator.compile),
+              "precision": interpolator.precision, "compile": bool(interpolator.compile), "repeats": args.repeats,
               "model": interpolator.model.model_size,
               "triplets": [[name, index] for name, index, _ in triplets], "rows": rows}
     print(markdown_table(rows))
