@@ -274,7 +274,7 @@ class Interpolator:
             times = [t if isinstance(t, torch.Tensor) else torch.full((img0.shape[0],), t) for t in times]
         times = [t.to(self.device) if isinstance(t, torch.Tensor) else t for t in times]
         dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             levels = estimate_motion(img0, img1, pyr_level, nr_lvl_skipped)
             frames = [synthesize(levels, t, STRIP_ROWS if strips else None)[0][..., :h, :w].float()
                       for t in times]

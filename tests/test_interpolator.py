@@ -277,9 +277,13 @@ def test_fp16_runs_on_the_cpu_with_float32_splats_and_stays_close(golden, monkey
     from core.ops import softsplat
     dtypes = []
     original = softsplat.Splatting.sum
-    monkeypatch.setattr(softsplat.Splatting, "sum",
-                        lambda self, *a, **kw: dtypes.append(original(self, *a, **kw).dtype) or dtypes[-1] and
-                        original(self, *a, **kw))
+
+    def recording_sum(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        dtypes.append(result.dtype)
+        return result
+
+    monkeypatch.setattr(softsplat.Splatting, "sum", recording_sum)
     case = golden["cases"][0]
     interpolator = _fresh_interpolator(golden, precision="fp16")
     frame, flow = interpolator.interpolate_tensors(case["img0"], case["img1"], [0.5])
