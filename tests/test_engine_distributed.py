@@ -224,7 +224,10 @@ def test_video_throughput_times_the_same_pairs_both_ways(tmp_path, capsys):
     assert result["size"] == "64x48" and result["pairs"] == 3 and result["frames_counted"] == 9
     # the engine converted exactly the 4 frames of the test clip: 3 x 4 output frames, all decodable
     assert result["engine_frames_out"] == result["engine_frames_decoded"] == 12
-    assert len(result["bare_seconds"]) == len(result["engine_seconds"]) == 2
+    assert len(result["bare_seconds"]) == len(result["engine_seconds"]) == len(result["engine_model_seconds"]) == 2
+    # the model's time inside the engine is part of the engine's wall time
+    assert all(0 < m < e for m, e in zip(result["engine_model_seconds"], result["engine_seconds"]))
+    assert 0 < result["engine_model_share"] < 1
     bare, engine = (sorted(result[k])[0] + sorted(result[k])[1] for k in ("bare_seconds", "engine_seconds"))
     assert result["ratio"] == pytest.approx(bare / engine, rel=1e-3)          # medians of two: their means
     assert result["bare_fps"] == pytest.approx(9 / (bare / 2), rel=1e-3)

@@ -10,10 +10,10 @@ bare core.Interpolator interpolates every pair of those frames, already in memor
 and duplicate detection off so that it interpolates every pair like (a). Both count --multi output frames per
 pair: output frames per second = pairs x multi / seconds, and the ratio (b) / (a) is the share of the model's
 speed the engine keeps (the issue's goal: at least 0.95). With --repeat R the runs alternate a, b, a, b, ... and
-the medians count. The CPU time of the process (all its threads) is recorded as well: on a shared machine it
-depends less on other work than the wall time does. The stage costs alone (decoding the clip, encoding the
-engine's output again) are printed too, to tell where missing time goes. Details: docs/performance.md (Video
-engine throughput).
+the medians count. Also recorded: the CPU time of the process (all its threads), the share of the engine's wall
+time spent inside the model (the rest is start-up, waiting for frames or the encoder, joining; one run measures
+it on its own, so it is less exposed to load that changes between runs), and the stage costs alone (decoding the
+clip, encoding the engine's output again). Details: docs/performance.md (Video engine throughput).
 """
 import json
 import os
@@ -109,9 +109,27 @@ def time_bare(interpolator, frames, times, quiet):
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+class _TimedModel:
+    """An interpolator for the engine that adds up the wall time spent in ``interpolate_tensors`` (the model)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.seconds = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def interpolate_tensors(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self._inner.interpolate_tensors(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 def time_engine(interpolator, clip, output, multi, batch, quiet):
-    """(wall seconds, CPU seconds of this process, the JobSummary) for the engine converting ``clip`` to
-    ``output`` (an .mp4)."""
+    """(wall seconds, CPU seconds of this process, the JobSummary, wall seconds inside the model) for the engine
+    converting ``clip`` to ``output`` (an .mp4)."""
     options = VideoJobOptions(multi=multi, scene_threshold=0, dup_threshold=0, audio=False, batch=batch,
                               overwrite=True)
     bar = tqdm(desc="engine", unit="frame", disable=quiet, leave=False)
@@ -121,12 +139,13 @@ def time_engine(interpolator, clip, output, multi, batch, quiet):
         bar.n = done
         bar.refresh()
 
+    timed = _TimedModel(interpolator)
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        summary = convert_video(clip, output, options, interpolator, progress=progress)
+        summary = convert_video(clip, output, options, timed, progress=progress)
     finally:
         bar.close()
-    return time.perf_counter() - started, time.process_time() - cpu, summary
+    return time.perf_counter() - started, time.process_time() - cpu, summary, timed.seconds
 
 
 def time_encode(frames, path, fps):
@@ -161,14 +180,16 @@ def measure(args):
         interpolator = interpolator_from_args(args)
         times = [k / args.multi for k in range(1, args.multi)]
         interpolator.interpolate(frames[0], frames[1], times)                 # warm-up, untimed
-        bare, engine, bare_cpu, engine_cpu, summary = [], [], [], [], None
+        bare, engine, bare_cpu, engine_cpu, in_model, summary = [], [], [], [], [], None
         for _ in range(args.repeat):
             seconds, cpu = time_bare(interpolator, frames, times, args.quiet)
             bare.append(seconds)
             bare_cpu.append(cpu)
-            seconds, cpu, summary = time_engine(interpolator, clip, output, args.multi, args.batch, args.quiet)
+            seconds, cpu, summary, model = time_engine(interpolator, clip, output, args.multi, args.batch,
+                                                       args.quiet)
             engine.append(seconds)
             engine_cpu.append(cpu)
+            in_model.append(model)
         written, _ = decode_all(output)
         encode_seconds = time_encode(written, os.path.join(work, "encode_only.mp4"), fps * args.multi)
     finally:
@@ -188,6 +209,8 @@ def measure(args):
         "bare_seconds_per_pair": bare_s / args.pairs, "engine_seconds_per_pair": engine_s / args.pairs,
         "bare_cpu_seconds": [round(s, 3) for s in bare_cpu], "engine_cpu_seconds": [round(s, 3) for s in engine_cpu],
         "cpu_ratio": statistics.median(bare_cpu) / statistics.median(engine_cpu),
+        "engine_model_seconds": [round(s, 3) for s in in_model],
+        "engine_model_share": statistics.median(m / e for m, e in zip(in_model, engine)),
         "engine_frames_out": summary.frames_out, "engine_frames_decoded": len(written),
         "decode_seconds": round(decode_seconds, 3), "encode_seconds": round(encode_seconds, 3),
     }
@@ -202,6 +225,7 @@ def format_result(r):
         f"engine end to end: {r['engine_fps']:.3f} output frames/s ({r['engine_seconds_per_pair']:.2f} s a pair; "
         f"{r['engine_frames_out']} frames written)",
         f"ratio engine / bare: {r['ratio']:.3f} (CPU time of this process: {r['cpu_ratio']:.3f})",
+        f"share of the engine's wall time spent in the model: {r['engine_model_share']:.3f}",
         f"alone: decoding the clip {r['decode_seconds']:.2f} s, encoding the engine's "
         f"{r['engine_frames_decoded']} frames {r['encode_seconds']:.2f} s",
     ])
