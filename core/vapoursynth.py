@@ -9,7 +9,7 @@
 Frames are made on request, in any order, with the video engine's timing (:mod:`core.engine.plan`, docs/video.md):
 output frame n sits at source position s = n * r_in / r_out; it is source frame floor(s) when s is whole (or past
 the last frame), else the frame interpolated between floor(s) and floor(s) + 1 at t = s - floor(s). All frames
-between one pair come from one :meth:`core.Interpolator.interpolate` call (motion estimated once) and are kept for
+between one pair come from one :meth:`core.Interpolator.interpolate_tensors` call (motion estimated once) and are kept for
 the pair's later requests. A pair is held (its in-between frames repeat the left frame) when the left frame's
 ``_SceneChangeNext`` or the right frame's ``_SceneChangePrev`` is set, and by the engine's rules
 (:class:`core.engine.plan.PairPlanner`): a scene cut when ``sc=True`` (mean grey-thumbnail difference above
@@ -83,23 +83,22 @@ def array_to_frame(array, frame):
     return frame
 
 
-def _to_float(array):
-    """Samples -> float32 in [0, 1] for integer formats (x / (2^bits - 1), as core.frames.to_float), else float32."""
-    if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float32) / np.float32(_max_value(array.dtype))
-    return array.astype(np.float32)
+def _to_tensor(array, device, bits):
+    """3 x H x W samples -> 1 x 3 x H x W float32 on ``device``, in [0, 1] for integer samples (x / (2^bits - 1),
+    as core.frames.to_float); the samples travel as they are and are converted there."""
+    if array.dtype == np.uint16:
+        array = array.astype(np.int32)
+    tensor = torch.from_numpy(array).to(device)[None].float()
+    return tensor / float((1 << bits) - 1) if bits else tensor
 
 
-def _max_value(dtype, bits=None):
-    return float((1 << bits) - 1) if bits else float(np.iinfo(dtype).max)
-
-
-def _from_float(array, dtype, bits):
-    """float32 -> samples of ``dtype``: integers clipped to [0, 1], scaled by 2^bits - 1 and rounded (as
-    core.frames.from_float); floats converted."""
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        return (np.clip(array, 0.0, 1.0) * np.float32(_max_value(dtype, bits)) + np.float32(0.5)).astype(dtype)
-    return array.astype(dtype)
+def _to_samples(tensor, dtype, bits):
+    """1 x 3 x H x W float32 -> 3 x H x W numpy samples of ``dtype``, converted on the tensor's device: integers
+    clipped to [0, 1], scaled by 2^bits - 1 and rounded half up (as core.frames.from_float); floats cast."""
+    if bits:
+        scaled = tensor[0].clamp(0, 1) * float((1 << bits) - 1) + 0.5
+        return scaled.to(torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy().astype(dtype, copy=False)
+    return tensor[0].to(torch.float16 if dtype == np.float16 else torch.float32).cpu().numpy()
 
 
 def _resolve_device(device):
@@ -140,19 +139,28 @@ class _Pairs:
             frames = self.kept[left]
         return None if frames is None else frames[n]
 
+    def _for_planner(self, array):
+        """H x W x 3 view the engine's thumbnails read right: 8- and 16-bit samples and floats as they are, other
+        depths (10, 12 bits in uint16) as floats in [0, 1]."""
+        image = np.moveaxis(array, 0, -1)
+        if self.bits in (None, 8, 16):
+            return image
+        return image.astype(np.float32) / np.float32((1 << self.bits) - 1)
+
     def _compute(self, left, frame0, frame1):
         if frame0.props.get("_SceneChangeNext", 0) or frame1.props.get("_SceneChangePrev", 0):
             return None
         array0, array1 = frame_to_array(frame0), frame_to_array(frame1)
         planner = PairPlanner(self.ratio, self.scene_threshold, self.dup_threshold, start=left)
-        planner.push(np.moveaxis(array0, 0, -1))
-        work = planner.push(np.moveaxis(array1, 0, -1))
+        planner.push(self._for_planner(array0))
+        work = planner.push(self._for_planner(array1))
         if work.hold:
             return None
         outputs = [(n, t) for n, t in zip(work.outputs, work.times) if t != 0 and n < self.frames_out]
-        image0, image1 = (torch.from_numpy(_to_float(a)) for a in (array0, array1))
-        results = self.interpolator.interpolate(image0, image1, [float(t) for _, t in outputs])
-        return {n: _from_float(result.numpy(), array0.dtype, self.bits) for (n, _), result in zip(outputs, results)}
+        device = getattr(self.interpolator, "device", "cpu")
+        image0, image1 = (_to_tensor(a, device, self.bits) for a in (array0, array1))
+        results, _ = self.interpolator.interpolate_tensors(image0, image1, [float(t) for _, t in outputs])
+        return {n: _to_samples(result, array0.dtype, self.bits) for (n, _), result in zip(outputs, results)}
 
 
 def load_interpolator(model_size="base", model_file=None, device=None, precision="fp32", scale=1.0, **options):

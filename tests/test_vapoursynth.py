@@ -47,10 +47,11 @@ class CountingInterpolator:
 
     def __init__(self, inner):
         self.inner, self.calls = inner, []
+        self.device = inner.device
 
-    def interpolate(self, frame0, frame1, times):
+    def interpolate_tensors(self, img0, img1, times):
         self.calls.append(list(times))
-        return self.inner.interpolate(frame0, frame1, times)
+        return self.inner.interpolate_tensors(img0, img1, times)
 
 
 def clip_frames(clip, order=None):
@@ -188,18 +189,23 @@ def test_sc_detector_holds_the_cut(needs_vs, interpolator):
     assert len(counting.calls) == 3
 
 
-@pytest.mark.parametrize("fmt_name, tolerance", [("RGBS", 1e-5), ("RGBH", 2e-3)])
-def test_float_formats(needs_vs, interpolator, fmt_name, tolerance):
+@pytest.mark.parametrize("fmt_name, tolerance", [("RGBS", 1e-5), ("RGBH", 2e-3), ("RGB30", 1), ("RGB48", 1)])
+def test_other_formats(needs_vs, interpolator, fmt_name, tolerance):
+    """Float formats pass their values, integer formats of any depth scale by 2^bits - 1, both ways."""
     fmt = getattr(vs, fmt_name)
     source = vs.core.resize.Point(upr.source(CLIP)[:2], format=fmt)
     clip = upr.interpolate(source, interpolator=interpolator)
     assert clip.format.id == fmt and clip.num_frames == 4
     frames = clip_frames(clip)
-    inputs = [np.moveaxis(frame, 0, -1).astype(np.float32) for frame in clip_frames(source)]
-    expected = interpolator.interpolate(inputs[0], inputs[1], 0.5)
-    assert frames[1].dtype == (np.float16 if fmt_name == "RGBH" else np.float32)
-    assert np.abs(frames[1].astype(np.float32) - planar(expected)).max() <= tolerance
-    assert np.array_equal(frames[0], planar(inputs[0]).astype(frames[0].dtype))
+    inputs = clip_frames(source)
+    scale = float((1 << source.format.bits_per_sample) - 1) if source.format.sample_type == vs.INTEGER else 1.0
+    floats = [np.moveaxis(frame, 0, -1).astype(np.float32) / np.float32(scale) for frame in inputs]
+    expected = planar(interpolator.interpolate(floats[0], floats[1], 0.5))
+    if scale != 1.0:
+        expected = np.floor(np.clip(expected, 0, 1) * scale + 0.5)
+    assert frames[1].dtype == inputs[0].dtype
+    assert np.abs(frames[1].astype(np.float64) - expected).max() <= tolerance
+    assert np.array_equal(frames[0], inputs[0]) and np.array_equal(frames[2], inputs[1])
 
 
 def test_bad_clips_are_one_line_errors(needs_vs):
