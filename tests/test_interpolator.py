@@ -202,6 +202,11 @@ def test_scale_estimates_motion_at_the_reduced_resolution_and_synthesizes_at_ful
         assert calls == [(4, 8), (8, 16), (16, 32)][:3 - {1: 0, 0.5: 1, 0.25: 2}[scale]]
         assert frames[0].shape == img0.shape and flow.shape == (1, 4, 64, 128)
         results[scale] = frames[0]
+    # 0.125 would leave (3, 3): the pyramid gets a level more, and motion is estimated at that level alone
+    interpolator = _fresh_interpolator(golden, scale=0.125)
+    calls = _motion_calls(interpolator)
+    frames, _ = interpolator.interpolate_tensors(img0, img1, [0.5])
+    assert calls == [(2, 4)] and frames[0].shape == img0.shape and torch.isfinite(frames[0]).all()
     # other frames than scale 1's (their quality: tools.benchmark_scale)
     for scale in (0.5, 0.25):
         assert (results[scale] - results[1]).abs().mean() > 1e-3 and 0 <= results[scale].min() <= results[scale].max() <= 1
