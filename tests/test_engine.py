@@ -479,3 +479,44 @@ def test_corrupt_bytes_mid_file_fail_at_a_frame_and_keep_the_frames_before(tmp_p
     assert 0 < k < 40 and info.value.summary.frames_in == k
     assert len(decode(tmp_path / "o.mp4")[0]) == 2 * k
     assert not os.path.exists(parts_folder(str(tmp_path / "o.mp4")))
+
+
+def test_tool_refuses_parts_without_resume_and_resumes_a_failed_job(tmp_path, capsys, monkeypatch):
+    """tools.interp_video with the random-weight network: a job that stopped on a full disk leaves its parts; the
+    same command is refused in one line (before the model loads), --resume finishes it, and the PNG frames equal
+    an uninterrupted run's bit for bit."""
+    import core
+    from tools import interp_video
+
+    torch.manual_seed(0)
+    model_file = tmp_path / "random.pkl"
+    core.save_weights(core.build_model("base"), model_file)
+    source = write_folder(tmp_path / "in", frames_of(7, 64, 48))
+    out = str(tmp_path / "out") + "/"
+    args = ["--input", source, "--output", out, "--multi", "2", "--segment_frames", "2", "--model_file",
+            str(model_file), "--device", "cpu", "--quiet"]
+    real = segments_module.PngSegmentWriter.write
+    calls = [0]
+
+    def failing(self, frame):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise OSError(errno.ENOSPC, "No space left on device", self.folder)
+        return real(self, frame)
+
+    monkeypatch.setattr(segments_module.PngSegmentWriter, "write", failing)
+    assert interp_video.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: No space left on device") and "Traceback" not in "".join(err)
+    monkeypatch.setattr(segments_module.PngSegmentWriter, "write", real)
+    assert interp_video.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {parts_folder(out)} holds the parts of an earlier job for {out}: pass --resume to "
+                   "continue it, or --overwrite to start again"]
+    assert interp_video.main(args + ["--resume", "--crf", "20"]) == 0   # --crf does not change PNG output
+    text = capsys.readouterr().out
+    assert "resume: 1 segment(s) done" in text and "output: " in text and "14 frames" in text
+    assert interp_video.main(args[:3] + [str(tmp_path / "ref") + "/"] + args[4:]) == 0
+    (na, a), (nb, b) = read_pngs(out), read_pngs(tmp_path / "ref")
+    assert na == nb and len(a) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not os.path.exists(parts_folder(out))
