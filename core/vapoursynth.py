@@ -151,6 +151,10 @@ class _Pairs:
         if frame0.props.get("_SceneChangeNext", 0) or frame1.props.get("_SceneChangePrev", 0):
             return None
         array0, array1 = frame_to_array(frame0), frame_to_array(frame1)
+        if self.bits is None:
+            for index, array in ((left, array0), (left + 1, array1)):
+                if not np.isfinite(array).all():
+                    raise InputError(f"source frame {index} contains NaN or infinite values")
         planner = PairPlanner(self.ratio, self.scene_threshold, self.dup_threshold, start=left)
         planner.push(self._for_planner(array0))
         work = planner.push(self._for_planner(array1))
@@ -233,7 +237,13 @@ def interpolate(clip, factor_num=2, factor_den=1, fps_num=None, fps_den=None, sc
     right = blank.std.FrameEval(lambda n: timed[min(left_of(n) + 1, frames_in - 1)])
 
     def make(n, f):
-        samples = pairs.get(left_of(n), n, f[0], f[1])
+        try:
+            samples = pairs.get(left_of(n), n, f[0], f[1])
+        except InputError as error:      # NaN / infinite samples
+            raise vs.Error(f"upr.interpolate: output frame {n}: {error}") from None
+        except torch.cuda.OutOfMemoryError:
+            raise vs.Error(f"upr.interpolate: output frame {n}: out of GPU memory at {clip.width}x{clip.height}; "
+                           "try scale=0.5, precision=\"fp16\" or a smaller clip") from None
         if samples is None:
             return f[0]
         return array_to_frame(samples, f[0].copy())

@@ -223,5 +223,8 @@ def test_bad_clips_are_one_line_errors(needs_vs):
         upr.interpolate(a, sc=True, sc_threshold=2)
     with pytest.raises(vs.Error, match="precision"):
         upr.interpolate(a, precision="fp8", device="cpu")
+    infinite = core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3).std.Expr("1 x /")   # 1 / 0
+    with pytest.raises(vs.Error, match="output frame 1: source frame 0 contains NaN or infinite values"):
+        upr.interpolate(infinite, device="cpu").get_frame(1)
     with pytest.raises(vs.Error, match="upr.source: .*not found"):
         upr.source("/nonexistent/clip.mp4")
