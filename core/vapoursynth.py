@@ -9,8 +9,8 @@
 Frames are made on request, in any order, with the video engine's timing (:mod:`core.engine.plan`, docs/video.md):
 output frame n sits at source position s = n * r_in / r_out; it is source frame floor(s) when s is whole (or past
 the last frame), else the frame interpolated between floor(s) and floor(s) + 1 at t = s - floor(s). All frames
-between one pair come from one :meth:`core.Interpolator.interpolate_tensors` call (motion estimated once) and are kept for
-the pair's later requests. A pair is held (its in-between frames repeat the left frame) when the left frame's
+between one pair come from one :meth:`core.Interpolator.interpolate_tensors` call (motion estimated once) and
+are kept for the pair's later requests. A pair is held (its in-between frames repeat the left frame) when the left frame's
 ``_SceneChangeNext`` or the right frame's ``_SceneChangePrev`` is set, and by the engine's rules
 (:class:`core.engine.plan.PairPlanner`): a scene cut when ``sc=True`` (mean grey-thumbnail difference above
 ``sc_threshold``), a duplicate pair (largest difference below ``dup_threshold``).
@@ -179,7 +179,8 @@ def load_interpolator(model_size="base", model_file=None, device=None, precision
 def interpolate(clip, factor_num=2, factor_den=1, fps_num=None, fps_den=None, scale=1.0, sc=False,
                 sc_threshold=DEFAULT_SCENE_THRESHOLD, dup_threshold=DEFAULT_DUPLICATE_THRESHOLD, model_size="base",
                 model_file=None, device=None, precision="fp32", pyr_level=None, interpolator=None):
-    """Raise the frame rate of ``clip`` (RGBS, RGBH, RGB24 or RGB48; constant size and rate) with UPR-Net.
+    """Raise the frame rate of ``clip`` (RGB: 8- to 16-bit integer such as RGB24 / RGB48, RGBH or RGBS; constant
+    size and rate) with UPR-Net.
 
     factor_num / factor_den: output rate = input rate * factor (default 2); fps_num / fps_den: an output rate
     instead (fps_den default 1). The output has round(N * r_out / r_in) frames, of the input's format and size,
