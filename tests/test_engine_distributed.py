@@ -352,3 +352,29 @@ def test_interp_video_two_ranks_spread_a_folder_of_videos(tmp_path):
     ran = {r["output"]: r["rank"] for r in _records(log)}
     assert ran == {"clip0.mp4": 0, "clip1.mp4": 1, "clip2.mp4": 0}
     assert all(r["joined"] for r in _records(log))
+
+
+def test_benchmark_over_two_nodes_with_c10d_rendezvous(sets, tmp_path):
+    """Two "machines" of one process each (two torchrun launchers meeting at a c10d rendezvous, as docs/slurm.md's
+    M-machine script does): LOCAL_RANK is 0 on both, RANK 0 and 1; the JSON equals one process's."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["-m", "tools.benchmark_vimeo90k", "--data_root", sets["vimeo"], "--model_file", sets["model"],
+            "--out_json", str(tmp_path / "nodes.json"), *QUIET]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "UPR_DEBUG"):
+        env.pop(name, None)
+    launchers = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                                   "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+                                   "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "e2-nodes", *argv],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [launcher.communicate(timeout=600) for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("; 2 ranks") for out, _ in outputs) == 1            # one rank 0, on one machine
+    benchmark_vimeo90k.main(["--data_root", sets["vimeo"], "--model_file", sets["model"],
+                             "--out_json", str(tmp_path / "one.json"), *QUIET])
+    with open(tmp_path / "nodes.json") as f, open(tmp_path / "one.json") as g:
+        assert _without_timing(json.load(f)) == _without_timing(json.load(g))
