@@ -32,14 +32,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------------------------------------- helpers
 
 class Blend:
-    """A stand-in for core.Interpolator: (1 - t) * frame0 + t * frame1; records the batch sizes it got."""
+    """A stand-in for core.Interpolator: (1 - t) * frame0 + t * frame1; records the batch sizes it got. With
+    ``per_pair`` it also takes N lists of K times (pair n at times[n][k]), else such a call is refused."""
     device = torch.device("cpu")
 
-    def __init__(self, delay=0.0):
+    def __init__(self, delay=0.0, per_pair=False):
         self.batches = []
         self.delay = delay
+        self.per_pair = per_pair
 
     def interpolate_tensors(self, img0, img1, times):
+        if times and isinstance(times[0], list):
+            if not self.per_pair:
+                raise ValueError("time_period must lie in [0, 1]")
+            times = [torch.tensor([pair[k] for pair in times])[:, None, None, None] for k in range(len(times[0]))]
         self.batches.append(img0.shape[0])
         if self.delay:
             time.sleep(self.delay)
@@ -233,8 +239,9 @@ def test_png_job_matches_the_timing_for_any_segment_length_and_batch(tmp_path):
     source = write_folder(tmp_path / "in", frames)
     ratio = fractions.Fraction(60, 25)
     expected = expected_blend(frames, ratio)
-    for name, length, batch in (("one", 1000, 1), ("seg3", 3, 1), ("seg1", 1, 4), ("seg4b3", 4, 3)):
-        model = Blend()
+    for name, length, batch, per_pair in (("one", 1000, 1, False), ("seg3", 3, 1, False), ("seg1", 1, 4, True),
+                                          ("seg4b3", 4, 3, False), ("seg5b4", 5, 4, True)):
+        model = Blend(per_pair=per_pair)
         summary = convert_video(source, str(tmp_path / name) + "/", options(fps=60, segment_frames=length,
                                                                              batch=batch), model)
         names, out = read_pngs(tmp_path / name)
@@ -243,7 +250,10 @@ def test_png_job_matches_the_timing_for_any_segment_length_and_batch(tmp_path):
         for j, (got, want) in enumerate(zip(out, expected)):
             assert np.array_equal(got[..., ::-1], want), (name, j)
         assert not os.path.exists(parts_folder(str(tmp_path / name)))
-        assert max(model.batches) == 1   # at 60 fps the pairs' times differ: one pair per forward
+        if name == "seg5b4":   # pairs with the same number of in-between times share a forward, own times each
+            assert max(model.batches) > 1 and sum(model.batches) == 10
+        else:   # at 60 fps the pairs' times differ: one pair per forward without per-pair times
+            assert max(model.batches) == 1 and sum(model.batches) == 10
 
 
 def test_multi_batches_pairs_and_gives_the_same_frames(tmp_path):

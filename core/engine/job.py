@@ -141,7 +141,9 @@ def _range_frames(reader, first, stop, limit=None):
 
 class _ModelStage:
     """The calling thread's stage: batches the pairs that need the model, runs it, and hands on, in output order,
-    ("frames", k, [(frame, left), ...]) and ("commit", k, record) events."""
+    ("frames", k, [(frame, left), ...]) and ("commit", k, record) events. Pairs with the same number of times go
+    into one batch (each with its own times, where the interpolator takes per-pair lists; else only pairs with
+    equal times)."""
 
     def __init__(self, interpolator, batch, on_cuda):
         self.interpolator = interpolator
@@ -151,6 +153,31 @@ class _ModelStage:
         self.queued = 0
         self.times = None
         self.stats = {}
+        self.per_pair = None   # whether interpolate_tensors takes a list of per-pair time lists (None: untried)
+
+    def _fits(self, between):
+        if self.per_pair is False:
+            return between == self.times
+        return len(between) == len(self.times)
+
+    def _interpolate(self, img0, img1, times):
+        """interpolate_tensors over the batch with per-pair ``times`` (lists of Fractions)."""
+        flat = [float(t) for t in times[0]]
+        if all(t == times[0] for t in times):
+            return self.interpolator.interpolate_tensors(img0, img1, flat)[0]
+        per_pair = [[float(t) for t in pair] for pair in times]
+        if self.per_pair is not False:
+            try:
+                frames = self.interpolator.interpolate_tensors(img0, img1, per_pair)[0]
+                self.per_pair = True
+                return frames
+            except (TypeError, ValueError):
+                if self.per_pair:
+                    raise
+                self.per_pair = False
+        parts = [self.interpolator.interpolate_tensors(img0[n:n + 1], img1[n:n + 1], pair)[0]
+                 for n, pair in enumerate(per_pair)]
+        return [torch.cat([part[k] for part in parts]) for k in range(len(flat))]
 
     def _segment_stats(self, k):
         return self.stats.setdefault(k, {"interpolated": 0, "cuts": [], "duplicates": [], "frames_out": 0})
@@ -169,7 +196,7 @@ class _ModelStage:
             between = work.between
             if between:
                 stats["interpolated"] += len(between)
-                if self.queued and (between != self.times or self.queued >= self.batch):
+                if self.queued and (not self._fits(between) or self.queued >= self.batch):
                     out += self._run()
                 self.times = between
                 self.queued += 1
@@ -198,7 +225,7 @@ class _ModelStage:
             works = [e[2] for e in self.pending if e[0] == "pair" and e[2].between]
             img0 = self._batch([w.tensor0 for w in works])
             img1 = self._batch([w.tensor1 for w in works])
-            frames, _ = self.interpolator.interpolate_tensors(img0, img1, [float(t) for t in self.times])
+            frames = self._interpolate(img0, img1, [w.between for w in works])
             if self.on_cuda and works[0].frame0.dtype == np.uint8:   # 4x less to copy back; same rounding
                 frames = [(f.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
                           for f in frames]
