@@ -4,8 +4,11 @@
     python -m tools.interp_video --input clip.mp4 --output clip_60.mp4 --fps 60      # any target rate
     python -m tools.interp_video --input videos/ --output out/ --multi 2             # one output per video
     python -m tools.interp_video --input clip.mp4 --output part.mp4 --multi 2 --start 1:05 --end 1:10.5 --montage
+    python -m tools.interp_video --input film.mkv --output film_x2.mkv --multi 2 --resume   # continue a killed job
+    torchrun --nproc_per_node 4 -m tools.interp_video --input videos/ --output out/ --multi 2   # 4 GPUs
 
-Timing, time range, scene cuts, duplicates, montage, audio, inputs and outputs, output checks: docs/video.md.
+The work is done by core.engine (pipelined, in resumable segments, spread over torchrun's ranks). Timing, time
+range, scene cuts, duplicates, montage, audio, inputs and outputs, output checks, the engine: docs/video.md.
 """
 import argparse
 import fractions
@@ -21,8 +24,7 @@ from core.cli import (UsageError, add_model_arguments, cli_main, error_message, 
                       model_file_from_args, tool_parser)
 from core.engine import (DEFAULT_SEGMENT_FRAMES, DecodeFailure, VideoJobOptions, convert_many, convert_video,
                          describe_summary, parts_folder)
-from core.engine.job import describe_time as _describe_time  # noqa: F401
-from core.engine.plan import FrameRateConverter  # noqa: F401  (moved to core.engine.plan; kept importable)
+from core.engine.job import describe_time as _describe_time
 from core.video import (DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, VIDEO_EXTENSIONS,
                         is_folder_output, is_video_file, list_frame_files)
 

@@ -15,8 +15,8 @@ from ..frames import from_float, image_to_tensor
 from ..video import (DEFAULT_CRF, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SCENE_THRESHOLD, VideoDecodeWarning,
                      VideoError, is_folder_output, list_frame_files, open_reader)
 from .pipeline import run_pipeline
-from .plan import DEFAULT_SEGMENT_FRAMES, PairPlanner, first_output, output_count, segment
-from .segments import (MANIFEST_VERSION, PNG_PATTERN, Parts, PngSegmentWriter, VideoSegmentWriter,
+from .plan import DEFAULT_SEGMENT_FRAMES, PairPlanner, first_output, output_count
+from .segments import (MANIFEST_VERSION, Parts, PngSegmentWriter, VideoSegmentWriter,
                        describe_difference, input_identity, join_video)
 
 

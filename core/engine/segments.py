@@ -79,7 +79,7 @@ def input_identity(path, files=None):
         stat = os.stat(name)
         total += stat.st_size
         listing.update(f"{os.path.basename(name)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    for name in {files[0], files[-1]}:
+    for name in dict.fromkeys((files[0], files[-1])):   # in order (a set would vary between processes)
         _hash_ends(name, digest)
     return {"path": path, "files": len(files), "size": total, "listing": listing.hexdigest(),
             "sha256_ends": digest.hexdigest()}
