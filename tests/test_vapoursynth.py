@@ -4,6 +4,7 @@ They need VapourSynth (Python >= 3.12: ``bash .ci/setup_vapoursynth.sh`` builds 
 interpreter); without it they skip, or fail when UPR_REQUIRE_FRONTS=1 (CI). The clip is
 tests/fixtures/vapoursynth/bikes_24-33.mp4: 10 frames of bikes.mp4 at 128x54 with a scene cut after local frame 5.
 """
+import fractions
 import os
 import random
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from core import vapoursynth as upr
+from core.engine import VideoJobOptions, convert_video
 from core.video import open_reader
 from conftest import fixture_path
 
@@ -74,8 +76,8 @@ def max_difference(a, b):
 
 # ---------------------------------------------------------------------------------------------- vspipe
 
-def test_vspipe_equals_the_video_tool(needs_vs, tmp_path):
-    """A .vpy run by vspipe (25 -> 60 fps, sc=True) gives the frames of tools.interp_video on the same clip."""
+def test_vspipe_equals_the_video_engine(needs_vs, interpolator, tmp_path):
+    """A .vpy run by vspipe (25 -> 60 fps, sc=True) gives the video engine's frames on the same clip."""
     script = tmp_path / "upr.vpy"
     script.write_text("import sys\n"
                       f"sys.path.insert(0, {REPO!r})\n"
@@ -93,11 +95,8 @@ def test_vspipe_equals_the_video_tool(needs_vs, tmp_path):
     assert data.size == count * 3 * height * width
     vspipe_frames = data.reshape(count, 3, height, width)[:, [2, 0, 1]]   # vspipe writes RGB as G, B, R planes
 
-    png = tmp_path / "png"
-    done = subprocess.run([sys.executable, "-m", "tools.interp_video", "--input", CLIP, "--output", f"{png}/",
-                           "--fps", "60", "--device", "cpu", "--quiet"], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stderr
+    png = tmp_path / "png"      # the video engine (tools.interp_video --fps 60 --output png/), its default thresholds
+    convert_video(CLIP, f"{png}/", VideoJobOptions(fps=fractions.Fraction(60)), interpolator)
     with open_reader(str(png)) as reader:
         tool_frames = [planar(frame) for frame in reader]
     assert len(tool_frames) == count
