@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from core import vapoursynth as upr
 from core.engine import VideoJobOptions, convert_video
@@ -165,6 +166,20 @@ def test_random_order_and_one_call_per_pair(needs_vs, interpolator):
     assert sorted(map(tuple, counting.calls)) == [(pytest.approx(1 / 3), pytest.approx(2 / 3))] * 4
 
 
+def test_lower_rate(needs_vs, interpolator):
+    """25 -> 10 fps: output n sits at s = 2.5 n: source frames 0 and 5, and the pairs (2, 3), (7, 8) at t = 0.5."""
+    source = upr.source(CLIP)
+    counting = CountingInterpolator(interpolator)
+    clip = upr.interpolate(source, fps_num=10, interpolator=counting)
+    assert (clip.num_frames, clip.fps) == (4, 10)
+    frames = clip_frames(clip)
+    inputs = [np.moveaxis(frame, 0, -1) for frame in clip_frames(source)]
+    assert np.array_equal(frames[0], planar(inputs[0])) and np.array_equal(frames[2], planar(inputs[5]))
+    for n, k in ((1, 2), (3, 7)):
+        assert max_difference(frames[n], planar(interpolator.interpolate(inputs[k], inputs[k + 1], 0.5))) <= 1
+    assert counting.calls == [[0.5], [0.5]]
+
+
 def test_scene_change_property_holds_the_pair(needs_vs, interpolator):
     source = upr.source(CLIP)[:4]
     marked = source[:1] + source[1].std.SetFrameProps(_SceneChangeNext=1) + source[2:]
@@ -222,6 +237,15 @@ def test_bad_clips_are_one_line_errors(needs_vs):
         upr.interpolate(a, sc=True, sc_threshold=2)
     with pytest.raises(vs.Error, match="precision"):
         upr.interpolate(a, precision="fp8", device="cpu")
+    for arguments, message in ((dict(scale=0.3), "scale must be 1, 0.5, 0.25 or 0.125"),
+                               (dict(model_size="huge"), "unknown model size 'huge'"),
+                               (dict(model_file="/nonexistent/upr.pkl"), "checkpoint not found"),
+                               (dict(factor_num=0), "output rate must be positive")):
+        with pytest.raises(vs.Error, match=message):
+            upr.interpolate(a, device="cpu", **arguments)
+    if not torch.cuda.is_available():
+        with pytest.raises(vs.Error, match="CUDA is not available"):
+            upr.interpolate(a, device=0)            # an index means that CUDA device
     infinite = core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3).std.Expr("1 x /")   # 1 / 0
     with pytest.raises(vs.Error, match="output frame 1: source frame 0 contains NaN or infinite values"):
         upr.interpolate(infinite, device="cpu").get_frame(1)
