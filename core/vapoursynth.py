@@ -289,8 +289,9 @@ class _Decoder:
             if k in self.kept:
                 return self.kept[k]
             if self.frames is None or k < self.position:
-                self.reader.close()
-                self.reader = open_reader(self.path, self.fps)
+                if self.frames is not None:            # the first pass uses the reader opened for the metadata
+                    self.reader.close()
+                    self.reader = open_reader(self.path, self.fps)
                 self.frames, self.position = iter(self.reader), 0
             for frame in self.frames:
                 self.kept[self.position] = frame

@@ -124,9 +124,11 @@ def test_vspipe_reports_a_yuv_clip(needs_vs, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- in process
 
-def test_source_frames_and_random_access(needs_vs, tmp_path):
+def test_source_frames_and_random_access(needs_vs, tmp_path, monkeypatch):
     with open_reader(CLIP) as reader:
         expected = [planar(frame) for frame in reader]
+    opened = []
+    monkeypatch.setattr(upr, "open_reader", lambda *args: opened.append(args) or open_reader(*args))
     clip = upr.source(CLIP)
     assert (clip.num_frames, clip.width, clip.height, clip.fps) == (10, 128, 54, 25)
     assert clip.format.id == vs.RGB24
@@ -134,6 +136,12 @@ def test_source_frames_and_random_access(needs_vs, tmp_path):
     got = clip_frames(clip, order)
     for a, b in zip(got, expected):
         assert np.array_equal(a, b)
+    assert len(opened) == 2            # one decode to count, one pass (every frame is still kept)
+    # a frame before the kept ones decodes again from the start
+    monkeypatch.setattr(upr, "SOURCE_FRAMES_KEPT", 2)
+    clip = upr.source(CLIP)
+    assert [max_difference(a, expected[n]) for n, a in zip([1, 9], clip_frames(clip, [9, 1]))] == [0, 0]
+    assert len(opened) == 2 + 3
     # a folder of frames, at the rate given
     folder = tmp_path / "frames"
     folder.mkdir()
