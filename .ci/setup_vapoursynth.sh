@@ -12,12 +12,11 @@ TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 
 find_python312() {
     if [ -n "${PYTHON312:-}" ]; then echo "$PYTHON312"; return; fi
-    if command -v pyenv >/dev/null 2>&1; then
-        local candidate
-        for candidate in "$(pyenv root)"/versions/3.12*/bin/python3.12; do
-            [ -x "$candidate" ] && { echo "$candidate"; return; }
-        done
-    fi
+    local root candidate
+    root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")   # pyenv's folder, also when not on PATH
+    for candidate in "$root"/versions/3.12*/bin/python3.12; do
+        [ -x "$candidate" ] && { echo "$candidate"; return; }
+    done
     if command -v python3.12 >/dev/null 2>&1 && python3.12 -c '' 2>/dev/null; then command -v python3.12; return; fi
     echo "error: no Python 3.12 found (VapourSynth's wheel needs it): install one, or set PYTHON312" >&2
     exit 2
