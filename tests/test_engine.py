@@ -530,3 +530,30 @@ def test_tool_refuses_parts_without_resume_and_resumes_a_failed_job(tmp_path, ca
     (na, a), (nb, b) = read_pngs(out), read_pngs(tmp_path / "ref")
     assert na == nb and len(a) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not os.path.exists(parts_folder(out))
+
+
+@pytest.mark.parametrize("kind", ["png", "video"])
+def test_killed_while_the_parts_are_removed_resumes_as_done(tmp_path, monkeypatch, kind):
+    """A kill after the final rename but before the parts folder is gone: --resume sees the output complete."""
+    frames = frames_of(7, 128, 96)
+    source = make_clip(tmp_path / "in.mp4", frames) if kind == "video" else write_folder(tmp_path / "in", frames)
+    out = str(tmp_path / ("o.mp4" if kind == "video" else "o/"))
+    real = segments_module.Parts.remove
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segments_module.Parts, "remove", killed)
+    with pytest.raises(KeyboardInterrupt):
+        convert_video(source, out, options(multi=2, segment_frames=3), Blend())
+    monkeypatch.setattr(segments_module.Parts, "remove", real)
+    before = decode(out) if kind == "video" else read_pngs(out)
+    with pytest.raises(JobError, match="pass --resume"):
+        convert_video(source, out, options(multi=2, segment_frames=3), Blend())
+    model = Blend()
+    summary = convert_video(source, out, options(multi=2, segment_frames=3, resume=True), model)
+    assert summary.joined and summary.frames_out == 14 and summary.interpolated == 6 and model.batches == []
+    assert not os.path.exists(parts_folder(out))
+    after = decode(out) if kind == "video" else read_pngs(out)
+    assert len(after[0]) == 14 and all(np.array_equal(x, y) for x, y in zip(before[1 if kind == "png" else 0],
+                                                                              after[1 if kind == "png" else 0]))

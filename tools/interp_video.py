@@ -183,7 +183,7 @@ def _batch_jobs(args, videos):
         if finished:
             print(f"resume: {len(finished)} output file(s) finished earlier are kept")
         jobs = [(s, t) for s, t in jobs if t not in finished]
-        existing = [t for t in existing if t not in finished]
+        existing = []   # the others have parts: their jobs continue (or were killed after their join)
     if existing and not args.overwrite:
         raise UsageError(f"{len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                          f"{' ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
@@ -296,7 +296,8 @@ def main(argv=None):
     if not videos:  # one video or one frame folder
         if args.output_ext is not None:
             raise UsageError("--output_ext applies to a folder of videos as input")
-        check_output(args.output, [args.input], args.overwrite)
+        resuming = args.resume and os.path.isdir(parts_folder(args.output))   # perhaps killed after its join
+        check_output(args.output, [args.input], args.overwrite or resuming)
         _check_parts(args, args.output)
         to_folder = is_folder_output(args.output)
         if to_folder and os.path.isdir(args.output) and list_frame_files(args.output) and \

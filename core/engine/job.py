@@ -279,11 +279,23 @@ def _job_manifest(identity, options, first, stop, ratio, in_fps, out_fps, to_fol
                         "audio": copy_audio, "batch": options.batch, "model": options.model}}
 
 
+def _finished(parts, manifest, output, to_folder):
+    """The "joined" record of an earlier identical job whose output is in place (killed while its parts were being
+    removed), else None."""
+    old = parts.manifest() if parts.exists() else None
+    joined = (old or {}).get("joined")
+    if not joined or describe_difference({k: v for k, v in old.items() if k != "joined"}, manifest) is not None:
+        return None
+    if to_folder:
+        return joined if os.path.isdir(output) else None
+    return joined if os.path.isfile(output) and os.path.getsize(output) == joined.get("size") else None
+
+
 def _prepare_parts(parts, manifest, options, output, to_folder):
     """Main rank, before any work: an earlier job's parts are continued (resume, same manifest), dropped
     (overwrite) or refused (one line)."""
-    if not to_folder and os.path.exists(output) and not options.overwrite:
-        raise JobError(f"output {output} exists; pass --overwrite to replace it")
+    if parts.exists() and parts.manifest() is None and not parts.done():
+        parts.remove()   # an empty leftover (a kill during the removal of a finished job's parts)
     if parts.exists():
         old = parts.manifest()
         if options.overwrite:
@@ -302,13 +314,15 @@ def _prepare_parts(parts, manifest, options, output, to_folder):
             difference = describe_difference(old.get("input", {}), manifest["input"], "input ")
             what = "the input changed"
             if difference is None:
-                old_rest = {k: v for k, v in old.items() if k != "input"}
-                new_rest = {k: v for k, v in manifest.items() if k != "input"}
+                old_rest = {k: v for k, v in old.items() if k not in ("input", "joined")}
+                new_rest = {k: v for k, v in manifest.items() if k not in ("input", "joined")}
                 difference = describe_difference(old_rest, new_rest)
                 what = "the options changed"
             if difference is not None:
                 raise JobError(f"cannot resume {output}: {what} since the earlier job ({difference}); pass "
                                "--overwrite to start again")
+    if not to_folder and os.path.exists(output) and not options.overwrite:
+        raise JobError(f"output {output} exists; pass --overwrite to replace it")
     if to_folder:
         os.makedirs(output, exist_ok=True)
         if not parts.exists() and list_frame_files(output):
@@ -381,6 +395,15 @@ def convert_video(source, output, options, interpolator, progress=None, shard=No
             _log(log, f"note: odd size {width}x{reader.height}: the video is stored as "
                       f"{width + width % 2}x{reader.height + reader.height % 2} (last row/column repeated)")
 
+        if is_main and options.resume and not options.overwrite:
+            finished = _finished(parts, manifest, output, to_folder)
+            if finished is not None:
+                for key in ("frames_in", "frames_out", "interpolated", "cuts", "duplicates", "segments", "audio"):
+                    setattr(summary, key, finished.get(key, getattr(summary, key)))
+                summary.joined = True
+                _log(log, f"resume: {output} was complete already; its parts are removed")
+                parts.remove()
+                return summary
         if is_main:
             _prepare_parts(parts, manifest, options, output, to_folder)
         if shard is not None:
@@ -542,10 +565,19 @@ def convert_video(source, output, options, interpolator, progress=None, shard=No
             if first or stop is not None:
                 keep = (0.0 if first else None, None if stop is None else float((stop - first) / in_fps))
             audio = (source, offset, keep)
-        _, passthrough = join_video(parts, ordered, output, out_fps, audio)
-        if passthrough is not None:
-            summary.audio = "copied" if passthrough.copy else \
-                f"re-encoded to {passthrough.stream.codec_context.name}"
+    joined = {"frames_in": summary.frames_in, "frames_out": summary.frames_out, "interpolated": summary.interpolated,
+              "cuts": summary.cuts, "duplicates": summary.duplicates, "segments": summary.segments}
+    if not to_folder:
+        def before_rename(size, passthrough):
+            if passthrough is not None:
+                summary.audio = "copied" if passthrough.copy else \
+                    f"re-encoded to {passthrough.stream.codec_context.name}"
+            joined.update(size=size, audio=summary.audio)
+            parts.mark_joined(joined)
+
+        join_video(parts, ordered, output, out_fps, audio, before_rename=before_rename)
+    else:
+        parts.mark_joined(joined)
     parts.remove()
     summary.joined = True
     if summary.decode_error:

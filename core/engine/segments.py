@@ -122,7 +122,21 @@ class Parts:
         write_json_atomic(self.manifest_path, manifest)
 
     def remove(self):
+        """Delete the folder, the manifest last (a kill half-way leaves a folder that still says what it is)."""
+        if not self.exists():
+            return
+        for name in os.listdir(self.folder):
+            if name != "manifest.json":
+                path = os.path.join(self.folder, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def mark_joined(self, info):
+        """Record in the manifest that the output is complete (``info``: its size and counts), before it is
+        renamed into place: a job killed between that rename and the removal of the parts is seen as done."""
+        manifest = self.manifest() or {}
+        manifest["joined"] = info
+        write_json_atomic(self.manifest_path, manifest)
 
     def record_path(self, index):
         return os.path.join(self.folder, f"seg_{index:06d}.json")
@@ -233,12 +247,13 @@ def _frames(value, time_base, fps):
     return None if value is None else round(value * time_base * fps)
 
 
-def join_video(parts, records, output, fps, audio=None, overwrite=True):
+def join_video(parts, records, output, fps, audio=None, overwrite=True, before_rename=None):
     """Join the committed parts (``records``: the segment records in order, each with ``first_output`` and
     ``frames_out``) into ``output`` without re-encoding: every packet copied with its timestamps shifted to the
     segment's first output frame. ``audio``: (source, offset seconds, keep range) for
     :class:`core.video._AudioPassThrough`, or None. The result appears under ``output`` only complete (written to
-    a temporary file in the parts folder, then renamed). Returns the number of video packets copied."""
+    a temporary file in the parts folder, then renamed; ``before_rename(size, audio pass-through or None)`` is called just before). Returns
+    (the number of video packets copied, the audio pass-through or None)."""
     if av is None:
         raise VideoError(f"cannot write video {output}: PyAV is not installed (pip install av)")
     fps = fractions.Fraction(fps)
@@ -293,5 +308,7 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True):
     if os.path.exists(output) and not overwrite:
         os.remove(tmp)
         raise VideoError(f"output {output} appeared while the job ran; it was left alone")
+    if before_rename is not None:
+        before_rename(os.path.getsize(tmp), passthrough)
     os.replace(tmp, output)
     return copied, passthrough
