@@ -349,6 +349,7 @@ def test_disk_full_then_resume_redoes_at_most_one_segment(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         convert_video(source, str(tmp_path / "o/"), options(multi=2, segment_frames=4), Blend())
     monkeypatch.setattr(segments_module.PngSegmentWriter, "write", real)
+    cv2.imwrite(str(tmp_path / "o" / ".tmp999_frame_000009.png"), frames[0])   # as a kill mid-write leaves
     model = Blend()
     summary = convert_video(source, str(tmp_path / "o/"), options(multi=2, segment_frames=4, resume=True), model)
     assert summary.segments_run == 2 and summary.segments == 3     # segment 0 was kept

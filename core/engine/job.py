@@ -577,6 +577,9 @@ def convert_video(source, output, options, interpolator, progress=None, shard=No
 
         join_video(parts, ordered, output, out_fps, audio, before_rename=before_rename)
     else:
+        for name in os.listdir(output):   # frames half-written by a killed run
+            if re.fullmatch(r"\.tmp\d+_frame_\d{6}\.png", name):
+                os.remove(os.path.join(output, name))
         parts.mark_joined(joined)
     parts.remove()
     summary.joined = True
