@@ -519,7 +519,7 @@ def convert_video(source, output, options, interpolator, progress=None, shard=No
         start_time = time.perf_counter()
         stage = _ModelStage(interpolator, batch, on_cuda)
         try:
-            run_pipeline(produce, stage, consume)
+            run_pipeline(produce, stage, consume, depth=16 if on_cuda else 4)   # CUDA: ride out encoder flushes
         except BaseException:
             if state["writer"] is not None:
                 state["writer"].abort()
