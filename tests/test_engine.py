@@ -150,7 +150,8 @@ def test_timing_by_hand():
     assert list(pair_outputs(2, fractions.Fraction(60, 25))) == [5, 6, 7]   # 4.8 -> 5 .. 7.2 -> 7
     assert source_of(13, fractions.Fraction(60, 25), frames_in=6) == (5, 0)   # the held tail
     # 30000/1001 -> 60000/1001 is exactly 2x
-    assert pair_times(7, fractions.Fraction(60000, 1001) / fractions.Fraction(30000, 1001)) == [0, fractions.Fraction(1, 2)]
+    ntsc_x2 = fractions.Fraction(60000, 1001) / fractions.Fraction(30000, 1001)
+    assert pair_times(7, ntsc_x2) == [0, fractions.Fraction(1, 2)]
 
 
 @pytest.mark.parametrize("ratio", [2, 3, fractions.Fraction(60, 25), fractions.Fraction(24000, 30000),

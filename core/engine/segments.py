@@ -252,8 +252,8 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True, before_r
     ``frames_out``) into ``output`` without re-encoding: every packet copied with its timestamps shifted to the
     segment's first output frame. ``audio``: (source, offset seconds, keep range) for
     :class:`core.video._AudioPassThrough`, or None. The result appears under ``output`` only complete (written to
-    a temporary file in the parts folder, then renamed; ``before_rename(size, audio pass-through or None)`` is called just before). Returns
-    (the number of video packets copied, the audio pass-through or None)."""
+    a temporary file in the parts folder, then renamed; ``before_rename(size, audio pass-through or None)`` is
+    called just before). Returns (the number of video packets copied, the audio pass-through or None)."""
     if av is None:
         raise VideoError(f"cannot write video {output}: PyAV is not installed (pip install av)")
     fps = fractions.Fraction(fps)
