@@ -5,6 +5,7 @@ are known independently of the engine; one test runs the real (random-weight) ne
 """
 import errno
 import fractions
+import math
 import os
 import signal
 import subprocess
@@ -160,12 +161,13 @@ def test_pairs_tile_the_output(ratio):
     """Every output frame belongs to exactly one pair or to the held tail, in order."""
     for n in (1, 2, 7, 31):
         js = [j for i in range(n - 1) for j in pair_outputs(i, ratio)]
-        tail_start = js[-1] + 1 if js else 0
-        assert js == list(range(len(js)))
-        assert tail_start >= output_count(n, ratio) - (output_count(n, ratio) - tail_start)
+        assert js == list(range(len(js)))   # in order, no gap, no repeat
+        assert len(js) == math.ceil((n - 1) * ratio)   # every j with j / ratio < n - 1
         for j in js:
             i, t = source_of(j, ratio)
-            assert j in pair_outputs(i, ratio) and 0 <= t < 1
+            assert j in pair_outputs(i, ratio) and 0 <= t < 1 and i + t == fractions.Fraction(j) / ratio
+        for j in range(len(js), output_count(n, ratio)):   # the held tail: the last frame
+            assert source_of(j, ratio, n) == (n - 1, 0)
 
 
 def test_frame_rate_converter_matches_the_timing():
