@@ -49,7 +49,8 @@ def test_cpu_quick_mode_runs_every_step_and_writes_the_summary(tmp_path):
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["passed"] and summary["device"] == "cpu" and summary["quick"]
     steps = summary["steps"]
-    assert list(steps) == ["environment", "pytest_cuda", "training_speed", "train_torchrun", "runtime_fp32"]
+    assert list(steps) == ["environment", "pytest_cuda", "training_speed", "train_torchrun", "runtime_fp32",
+                           "video_engine"]
     assert all(step["passed"] and step["exit_code"] == 0 and step["seconds"] > 0 for step in steps.values())
     assert summary["environment"]["torch"] == torch.__version__
     assert summary["environment"]["triton_kernels_available"] is False      # no GPU, interpreter off there
@@ -63,6 +64,7 @@ def test_cpu_quick_mode_runs_every_step_and_writes_the_summary(tmp_path):
     train = steps["train_torchrun"]
     assert list(train["losses"]) == ["1"] and all(math.isfinite(v) for v in train["losses"].values())
     assert "last.pt" in train["checkpoints"]
+    assert steps["video_engine"]["ratios"]["fp32"] > 0       # the engine ran end to end against the bare model
     log = (out / "gpu_check.log").read_text()
     assert "gloo all_reduce over 1 process(es): ok" in log and "PASSED" in log
 
