@@ -125,10 +125,12 @@ def tool_parser(prog, doc, details, usage=None):
 
 # ---------------------------------------------------------------------------------------------- model options
 
-def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=None, model_size=True):
+def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=None, model_size=True,
+                        compile_option=True):
     """Add the model options every interpolating tool shares: --model_size, --model_file, --device, --threads,
-    --precision, --scale, --compile, --low_memory, --still_threshold and (with ``pyramid``) --pyr_level /
-    --nr_lvl_skipped, whose defaults are ``pyr_level`` / ``nr_lvl_skipped`` (None: chosen by resolution).
+    --precision, --scale, --compile (unless ``compile_option`` is False: a tool that gives --compile its own
+    meaning), --low_memory, --still_threshold and (with ``pyramid``) --pyr_level / --nr_lvl_skipped, whose
+    defaults are ``pyr_level`` / ``nr_lvl_skipped`` (None: chosen by resolution).
     --scale skips more finest levels on top of the pyramid chosen (:func:`core.interpolator.scaled_pyramid`)."""
     from .options import MODEL_SIZES
 
@@ -146,8 +148,9 @@ def add_model_arguments(parser, pyramid=True, pyr_level=None, nr_lvl_skipped=Non
                        help="fp32: exact (default); bf16 / fp16: faster autocast (bf16: AVX512-BF16 CPUs, GPUs)")
     group.add_argument("--scale", type=float, default=1.0, metavar="S",
                        help="estimate motion at S x the resolution: 1 (default), 0.5, 0.25 or 0.125 (faster)")
-    group.add_argument("--compile", action="store_true",
-                       help="run the model through torch.compile (first pairs slow while it compiles)")
+    if compile_option:
+        group.add_argument("--compile", action="store_true",
+                           help="run the model through torch.compile (first pairs slow while it compiles)")
     group.add_argument("--low_memory", default="auto", choices=["auto", "on", "off"],
                        help="synthesize large frames in exact strips (default auto: above ~1080p)")
     group.add_argument("--still_threshold", type=float, default=None, metavar="D",

@@ -206,6 +206,8 @@ def test_export_rejects_bad_sizes_and_opsets(golden_model, tmp_path):
     (["--out", "x.pt"], "--out must end in .onnx"),
     (["--out", "x.onnx", "--precision", "bf16"], "fp32 only"),
     (["--out", "x.onnx", "--low_memory", "on"], "--low_memory on"),
+    (["--out", "x.onnx", "--scale", "0.5"], "not --scale"),
+    (["--out", "x.onnx", "--compile"], "--compile does not apply"),
     (["--out", "x.onnx", "--opset", "17"], "--opset must be at least 18"),
     (["--out", "x.onnx", "--example_size", "24x16"], "multiples of 2^(pyr_level+1) = 16"),
     (["--out", "x.onnx", "--example_size", "big"], "expected WIDTHxHEIGHT"),

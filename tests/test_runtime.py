@@ -88,6 +88,14 @@ def test_peak_prediction_scales_with_pixels():
     assert runtime.predicted_peak_mb("LARGE", 3840, 2160) > 1.9 * runtime.predicted_peak_mb("base", 3840, 2160)
 
 
+def test_runtime_compile_times_both_and_leaves_the_measured_model_eager():
+    from core.cli import interpolator_options
+
+    args = runtime.build_parser().parse_args(["--compile", "--scale", "0.5"])
+    assert args.time_compiled and "compile" not in interpolator_options(args)
+    assert interpolator_options(args)["scale"] == 0.5
+
+
 def test_model_file_needs_a_single_size(capsys):
     with pytest.raises(SystemExit) as exit_info:
         runtime.main(["--model_file", "x.pkl", "--no-memory"] + TINY)

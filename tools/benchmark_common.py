@@ -58,10 +58,11 @@ def positive_int(text):
     return value
 
 
-def add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=True):
+def add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=True, compile_option=True):
     """The shared model flags (:func:`core.cli.add_model_arguments`) with the paper's pyramid for the dataset as
     defaults, plus --out_json (shared with tools.runtime)."""
-    add_model_arguments(parser, pyr_level=pyr_level, nr_lvl_skipped=nr_lvl_skipped, model_size=model_size)
+    add_model_arguments(parser, pyr_level=pyr_level, nr_lvl_skipped=nr_lvl_skipped, model_size=model_size,
+                        compile_option=compile_option)
     parser.add_argument("--out_json", default=None, metavar="FILE", help="write the results as JSON to this path")
 
 

@@ -147,6 +147,11 @@ def _parse_args(argv):
                          f"and {args.nr_lvl_skipped}")
     if args.precision != "fp32":
         raise UsageError("the ONNX export is fp32 only: --precision must be fp32")
+    if args.scale != 1.0:
+        raise UsageError("the exported graph holds one pyramid: set it with --pyr_level / --nr_lvl_skipped, "
+                         "not --scale")
+    if args.compile:
+        raise UsageError("--compile does not apply to the ONNX export (the graph is traced, not compiled)")
     if args.low_memory == "on":
         raise UsageError("the exported graph synthesizes whole frames: --low_memory on is not supported")
     if args.device not in ("auto", "cpu"):

@@ -48,7 +48,7 @@ def build_parser():
                          usage="%(prog)s [--model_sizes SIZE [SIZE ...]] [options]")
     parser.add_argument("--model_sizes", nargs="+", choices=list(core.MODEL_SIZES), default=list(core.MODEL_SIZES),
                         metavar="SIZE", help=f"sizes to measure: {' '.join(core.MODEL_SIZES)} (default: all)")
-    add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=False)
+    add_benchmark_model_arguments(parser, pyr_level=3, nr_lvl_skipped=0, model_size=False, compile_option=False)
     parser.add_argument("--resolution", type=resolution, default=(640, 480), metavar="WxH",
                         help="frame size for latency and throughput (default: 640x480)")
     parser.add_argument("--repeats", type=positive_int, default=10, metavar="N",
@@ -65,7 +65,7 @@ def build_parser():
     parser.add_argument("--memory_resolutions", nargs="+", type=resolution,
                         default=[resolution(r) for r in MEMORY_RESOLUTIONS], metavar="WxH",
                         help="frame sizes for peak memory (default: 640x480 1920x1080 3840x2160)")
-    parser.add_argument("--compile", action="store_true",
+    parser.add_argument("--compile", dest="time_compiled", action="store_true",
                         help="also time the model compiled with torch.compile (Inductor) vs eager")
     parser.add_argument("--rife_dir", default=None, metavar="DIR",
                         help="also time RIFE v4 (folder with its ifnet.py and flownet.pkl) on the same frames")
@@ -400,7 +400,7 @@ def run(argv=None):
               + (f", x8 {entry['x8_reuse_fps']:.2f} frames/s reusing motion vs {entry['x8_independent_fps']:.2f} "
                  f"independent ({entry['x8_speedup']:.2f}x; {entry['x8_flop_ratio']:.2f}x fewer conv FLOPs)"
                  if "x8_speedup" in entry else ""))
-        if args.compile:
+        if args.time_compiled:
             entry.update(measure_compiled(interpolator, args, entry["latency_ms"] / 1e3))
             print(f"{size}: compiled (torch.compile, Inductor) latency {entry['compiled_latency_ms']:.1f} ms vs "
                   f"eager {entry['latency_ms']:.1f} ms ({entry['compiled_speedup']:.2f}x), first call "
