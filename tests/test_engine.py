@@ -293,6 +293,9 @@ def test_video_segments_join_to_the_one_segment_result(tmp_path):
     assert len(whole[0]) == len(parts[0]) == 26
     assert parts[1] == [j / 50 for j in range(26)] == whole[1]
     assert parts[2] == whole[2] > 0    # audio copied
+    for name in ("whole", "parts"):    # the last part (2 frames) is encoded without B-frames: no gap in decode times
+        with av.open(str(tmp_path / f"{name}.mp4")) as container:
+            assert container.streams.video[0].average_rate == 50, name
     expected = expected_blend(frames, 2)
     error = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()   # noqa: E731
     for j, (a, b) in enumerate(zip(whole[0], parts[0])):   # separate encodes of the same frames: as close

@@ -247,6 +247,17 @@ def _frames(value, time_base, fps):
     return None if value is None else round(value * time_base * fps)
 
 
+def _reorder_delay(path, fps):
+    """How many frames the first decode time of the encoded part ``path`` lies before its first presentation
+    time (x264's B-frame reordering; 0 without B-frames)."""
+    with av.open(path) as part:
+        source = part.streams.video[0]
+        for packet in part.demux(source):
+            if packet.size and packet.dts is not None and packet.pts is not None:
+                return max(0, _frames(packet.pts, packet.time_base, fps) - _frames(packet.dts, packet.time_base, fps))
+    return 0
+
+
 def join_video(parts, records, output, fps, audio=None, overwrite=True, before_rename=None):
     """Join the committed parts (``records``: the segment records in order, each with ``first_output`` and
     ``frames_out``) into ``output`` without re-encoding: every packet copied with its timestamps shifted to the
@@ -258,6 +269,8 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True, before_r
         raise VideoError(f"cannot write video {output}: PyAV is not installed (pip install av)")
     fps = fractions.Fraction(fps)
     frame_base = 1 / fps
+    records = [record for record in records if record.get("frames_out")]
+    delay = max((_reorder_delay(parts.part_path(record["index"]), fps) for record in records), default=0)
     tmp = os.path.join(parts.folder, f".joined{os.getpid()}{parts.ext}")
     container = av.open(tmp, mode="w")
     copied = 0
@@ -265,8 +278,6 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True, before_r
     try:
         stream = None
         for record in records:
-            if not record.get("frames_out"):
-                continue
             with av.open(parts.part_path(record["index"])) as part:
                 source = part.streams.video[0]
                 if stream is None:
@@ -274,15 +285,18 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True, before_r
                     if audio is not None:
                         passthrough = _AudioPassThrough(audio[0], container, audio[1], audio[2])
                 shift = record["first_output"]
-                for packet in part.demux(source):
-                    if packet.size == 0:
-                        continue
+                packets = (packet for packet in part.demux(source) if packet.size)
+                for decode_index, packet in enumerate(packets):
                     base = packet.time_base
-                    pts, dts = _frames(packet.pts, base, fps), _frames(packet.dts, base, fps)
+                    pts = _frames(packet.pts, base, fps)
                     duration = _frames(packet.duration, base, fps) if packet.duration else 1
                     packet.time_base = frame_base
                     packet.pts = None if pts is None else pts + shift
-                    packet.dts = None if dts is None else dts + shift
+                    # one decode step per output frame across the whole file: a short part encoded with less
+                    # reordering (fewer B-frames) would otherwise leave a gap in the decode times, which the
+                    # container reads as a lower average frame rate
+                    dts = decode_index - delay
+                    packet.dts = dts + shift
                     packet.duration = max(1, duration)
                     packet.stream = stream
                     if passthrough is not None:
