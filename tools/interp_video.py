@@ -1,9 +1,7 @@
 """Raise the frame rate of a video, a folder of frames or a folder of videos with UPR-Net.
 
     python -m tools.interp_video --input clip.mp4 --output clip_x2.mp4 --multi 2     # 25 -> 50 fps
-    python -m tools.interp_video --input clip.mp4 --output clip_60.mp4 --fps 60      # any target rate
-    python -m tools.interp_video --input videos/ --output out/ --multi 2             # one output per video
-    python -m tools.interp_video --input clip.mp4 --output part.mp4 --multi 2 --start 1:05 --end 1:10.5 --montage
+    python -m tools.interp_video --input videos/ --output out/ --fps 60              # each video to 60 fps
     python -m tools.interp_video --input film.mkv --output film_x2.mkv --multi 2 --resume   # continue a killed job
     torchrun --nproc_per_node 4 -m tools.interp_video --input videos/ --output out/ --multi 2   # 4 GPUs
 
