@@ -1,8 +1,10 @@
 """The VapourSynth front (core/vapoursynth.py, issue 34).
 
-They need VapourSynth (Python >= 3.12: ``bash .ci/setup_vapoursynth.sh`` builds .venv312 and prints its
-interpreter); without it they skip, or fail when UPR_REQUIRE_FRONTS=1 (CI). The clip is
-tests/fixtures/vapoursynth/bikes_24-33.mp4: 10 frames of bikes.mp4 at 128x54 with a scene cut after local frame 5.
+They need VapourSynth, whose wheel needs Python >= 3.12 (``bash .ci/setup_vapoursynth.sh`` builds .venv312). In an
+interpreter without it, test_in_the_vapoursynth_environment runs this file in .venv312's Python (or $UPR_PYTHON312)
+and the other tests skip here; without such an environment everything skips, or fails when UPR_REQUIRE_FRONTS=1
+(CI). The clip is tests/fixtures/vapoursynth/bikes_24-33.mp4: 10 frames of bikes.mp4 at 128x54 with a scene cut
+after local frame 5.
 """
 import fractions
 import os
@@ -29,9 +31,35 @@ CLIP = fixture_path(os.path.join("vapoursynth", "bikes_24-33.mp4"))
 CUT_AFTER = 5
 
 
+def vapoursynth_python():
+    """The interpreter of the VapourSynth environment: $UPR_PYTHON312, else .venv312's, else None."""
+    path = os.environ.get("UPR_PYTHON312") or os.path.join(REPO, ".venv312", "bin", "python")
+    return path if os.path.isfile(path) else None
+
+
+def test_in_the_vapoursynth_environment():
+    """Where this interpreter has no VapourSynth (Python < 3.12), this file's tests run in the 3.12 environment."""
+    if vs is not None:
+        pytest.skip("VapourSynth is importable here: the tests below run in this interpreter")
+    python = vapoursynth_python()
+    if python is None:
+        message = "no VapourSynth environment: run `bash .ci/setup_vapoursynth.sh` (builds .venv312)"
+        if os.environ.get("UPR_REQUIRE_FRONTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    env = dict(os.environ, UPR_REQUIRE_FRONTS="1")
+    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+
+
 @pytest.fixture
 def needs_vs():
     if vs is None:
+        if vapoursynth_python():
+            pytest.skip("no VapourSynth in this Python: test_in_the_vapoursynth_environment runs this in .venv312")
         message = ("VapourSynth is not installed in this Python (it needs >= 3.12): "
                    "run `bash .ci/setup_vapoursynth.sh` and use the interpreter it prints")
         if os.environ.get("UPR_REQUIRE_FRONTS") == "1":
