@@ -392,7 +392,10 @@ def _pick_video_codec(container, requested=None):
 
 def _encoder_options(codec, crf):
     if codec == "libx264":
-        return {"crf": str(crf), "preset": "medium"}
+        # mbtree=0: x264's macroblock-tree rate control gave different bits for the same frames from one encode to
+        # the next (PyAV 18.1's x264, core 165, also single-threaded); without it the bits repeat, which resumed
+        # and segmented jobs need (docs/video.md, Resume)
+        return {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
     if codec in ("libvpx-vp9", "libvpx"):
         return {"crf": str(max(crf, 4) + 12), "b": "0"}
     return {"flags": "+qscale", "global_quality": str(2 * 118)}  # MPEG-4 Part 2 at q=2

@@ -13,6 +13,8 @@ from core.video import (FrameFolderReader, SceneCutDetector, VideoReader, duplic
                         frame_to_rgb, is_folder_output, rgb_to_yuv420p, scene_cut_score, yuv420p_to_rgb)
 from tools import interp_video
 from core.engine.plan import FrameRateConverter
+from core.video import open_reader
+from conftest import fixture_path
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "scene_cuts")
 
@@ -500,3 +502,37 @@ def test_bad_output_fails_before_decoding_or_loading_the_model(tmp_path, capsys)
                               "--model_file", tmp_path / "missing.pkl")
     assert code == 2 and "broken.mp4" in err  # --overwrite passes the check; then the input fails
     assert exists.read_text() == "old"  # ... before the old output is touched
+
+
+
+
+def test_encoding_the_same_frames_gives_the_same_bits(tmp_path):
+    """Segments of a resumed job must equal an uninterrupted run's, so x264's output must be a function of its
+    input. With its macroblock-tree rate control, PyAV 18.1's x264 encoded some 24-frame segments of this clip in
+    two ways from one run to the next (core.video turns mbtree off). Segments encoded on a thread, as the engine's
+    encoder thread does."""
+    import hashlib
+    import threading
+
+    from core.video import VideoWriter
+
+    with open_reader(fixture_path(os.path.join("encoder", "bikes_000-047.mp4"))) as reader:
+        frames = list(reader)
+    assert len(frames) == 48 and frames[0].shape == (68, 160, 3)
+    encodings = {0: set(), 1: set()}
+
+    def encode_segments():
+        for segment in (0, 1):
+            path = tmp_path / f"segment{segment}.mp4"
+            with VideoWriter(str(path), fractions.Fraction(60000, 1001), 160, 68) as writer:
+                for frame in frames[24 * segment:24 * segment + 24]:
+                    writer.write(frame)
+            with av.open(str(path)) as container:
+                packets = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+            encodings[segment].add(hashlib.sha256(b"".join(packets)).hexdigest())
+
+    for _ in range(4):
+        thread = threading.Thread(target=encode_segments)
+        thread.start()
+        thread.join()
+    assert [len(v) for v in encodings.values()] == [1, 1]
