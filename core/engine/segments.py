@@ -295,12 +295,11 @@ def join_video(parts, records, output, fps, audio=None, overwrite=True, before_r
                     # one decode step per output frame across the whole file: a short part encoded with less
                     # reordering (fewer B-frames) would otherwise leave a gap in the decode times, which the
                     # container reads as a lower average frame rate
-                    dts = decode_index - delay
-                    packet.dts = dts + shift
+                    packet.dts = decode_index - delay + shift
                     packet.duration = max(1, duration)
                     packet.stream = stream
                     if passthrough is not None:
-                        passthrough.feed(until=float(((dts if dts is not None else pts) + shift + 1) / fps))
+                        passthrough.feed(until=float((packet.dts + 1) / fps))
                     container.mux(packet)
                     copied += 1
         if stream is None:
