@@ -10,6 +10,14 @@ def fixture_path(name):
     return os.path.join(FIXTURES, name)
 
 
+def missing_front(missing):
+    """An optional front's test cannot run: skip it, or fail where UPR_REQUIRE_FRONTS=1 (CI: .ci/setup_fronts.sh
+    installs what the fronts need)."""
+    if os.environ.get("UPR_REQUIRE_FRONTS") == "1":
+        pytest.fail(f"UPR_REQUIRE_FRONTS=1 but {missing}")
+    pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def golden():
     return torch.load(fixture_path("golden_base.pt"), weights_only=True)

@@ -24,7 +24,7 @@ import pytest
 from core.app import App, AppError, DeviceQueue, Limits, serve_in_thread
 from core.frames import read_image
 from core.video import open_reader, open_writer
-from conftest import fixture_path
+from conftest import fixture_path, missing_front
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = os.path.join(REPO, "demo", "images")
@@ -366,7 +366,6 @@ def test_tool_binds_loopback_by_default():
 
 def browser_or_skip():
     """Playwright's sync API and a launched headless Debian Chromium, or skip (fail with UPR_REQUIRE_FRONTS=1)."""
-    required = os.environ.get("UPR_REQUIRE_FRONTS") == "1"
     missing = None
     if not os.path.exists(CHROMIUM):
         missing = f"{CHROMIUM} is missing (bash .ci/setup_browser.sh)"
@@ -376,9 +375,7 @@ def browser_or_skip():
         except ImportError:
             missing = "Playwright is missing (bash .ci/setup_browser.sh)"
     if missing:
-        if required:
-            pytest.fail(f"UPR_REQUIRE_FRONTS=1 but {missing}")
-        pytest.skip(missing)
+        missing_front(missing)
     from playwright.sync_api import sync_playwright
     return sync_playwright
 

@@ -19,7 +19,7 @@ import torch
 from core import vapoursynth as upr
 from core.engine import VideoJobOptions, convert_video
 from core.video import open_reader
-from conftest import fixture_path
+from conftest import fixture_path, missing_front
 
 try:
     import vapoursynth as vs
@@ -43,10 +43,7 @@ def test_in_the_vapoursynth_environment():
         pytest.skip("VapourSynth is importable here: the tests below run in this interpreter")
     python = vapoursynth_python()
     if python is None:
-        message = "no VapourSynth environment: run `bash .ci/setup_vapoursynth.sh` (builds .venv312)"
-        if os.environ.get("UPR_REQUIRE_FRONTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_front("no VapourSynth environment: run `bash .ci/setup_vapoursynth.sh` (builds .venv312)")
     env = dict(os.environ, UPR_REQUIRE_FRONTS="1")
     done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
@@ -60,11 +57,8 @@ def needs_vs():
     if vs is None:
         if vapoursynth_python():
             pytest.skip("no VapourSynth in this Python: test_in_the_vapoursynth_environment runs this in .venv312")
-        message = ("VapourSynth is not installed in this Python (it needs >= 3.12): "
-                   "run `bash .ci/setup_vapoursynth.sh` and use the interpreter it prints")
-        if os.environ.get("UPR_REQUIRE_FRONTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_front("VapourSynth is not installed in this Python (it needs >= 3.12): "
+                      "run `bash .ci/setup_vapoursynth.sh` and use the interpreter it prints")
 
 
 @pytest.fixture(scope="module")
